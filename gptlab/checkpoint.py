@@ -1,0 +1,146 @@
+"""Checkpoints are folders: config.json, model.safetensors, tokenizer.json and, for runs that can be
+resumed, trainer_state.pt (tensors and plain values only, loaded with weights_only=True).
+
+Nothing in a checkpoint can execute code when it is loaded. A folder is written beside its final
+place and renamed into it, so a crash leaves either the old checkpoint or the new one, whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+
+from gptlab.config import ConfigError, ModelConfig, TrainConfig, to_dict
+from gptlab.model import GPT
+from gptlab.tokenizers import TOKENIZER_FILE, Tokenizer, TokenizerError, load_tokenizer
+
+FORMAT = "gptlab-checkpoint"
+VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+STATE_FILE = "trainer_state.pt"
+
+
+class CheckpointError(ValueError):
+    def __init__(self, folder, problems: list[str]):
+        self.problems = problems
+        super().__init__(f"{folder} is not a usable gptlab checkpoint:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    model_config: ModelConfig
+    tokenizer: Tokenizer
+    train_config: TrainConfig | None = None
+    step: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resumable(self) -> bool:
+        return (self.path / STATE_FILE).is_file()
+
+    def load_model(self, device: str | torch.device = "cpu") -> GPT:
+        model = GPT(self.model_config)
+        try:
+            missing, unexpected = load_model(model, str(self.path / WEIGHTS_FILE), strict=False, device=str(device))
+        except (SafetensorError, RuntimeError, OSError) as e:
+            raise CheckpointError(self.path, [f"{WEIGHTS_FILE} cannot be read as model weights: {e}"]) from None
+        if missing or unexpected:
+            problems = [f"{WEIGHTS_FILE} lacks {', '.join(missing)}"] if missing else []
+            problems += [f"{WEIGHTS_FILE} has unexpected tensors {', '.join(unexpected)}"] if unexpected else []
+            raise CheckpointError(self.path, problems)
+        return model.to(device)
+
+    def trainer_state(self, map_location="cpu") -> dict[str, Any]:
+        path = self.path / STATE_FILE
+        if not path.is_file():
+            raise CheckpointError(self.path, [f"{STATE_FILE} is missing, so training cannot resume from here "
+                                              "(use it to start a new run instead)"])
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as e:  # torch raises several types for a damaged or unsafe file
+            raise CheckpointError(self.path, [f"{STATE_FILE} cannot be read safely: {e}"]) from None
+
+
+def _fsync_tree(folder: Path) -> None:
+    for f in folder.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def save_checkpoint(folder, model: torch.nn.Module, model_config: ModelConfig, tokenizer: Tokenizer, *,
+                    train_config: TrainConfig | None = None, trainer_state: dict | None = None, step: int = 0,
+                    metrics: dict | None = None, extra: dict | None = None) -> Path:
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
+    old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        meta = {"format": FORMAT, "version": VERSION, "step": step, "model": to_dict(model_config),
+                "train": to_dict(train_config) if train_config else None,
+                "tokenizer": {"type": tokenizer.name}, "metrics": metrics or {}, "extra": extra or {}}
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        save_model(getattr(model, "_orig_mod", model), str(tmp / WEIGHTS_FILE))  # unwrap torch.compile
+        tokenizer.save(tmp)
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / STATE_FILE)
+        _fsync_tree(tmp)
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def load_checkpoint(folder) -> Checkpoint:
+    """Read a checkpoint's metadata and tokenizer; weights load on demand (Checkpoint.load_model)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(folder, ["the folder does not exist" if not folder.exists() else "it is a file, not a folder"])
+    problems = [f"{name} is missing" for name in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE)
+                if not (folder / name).is_file()]
+    meta: dict = {}
+    if (folder / CONFIG_FILE).is_file():
+        try:
+            meta = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                problems.append(f"{CONFIG_FILE} is not a gptlab checkpoint config (no \"format\": \"{FORMAT}\")")
+                meta = {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            problems.append(f"{CONFIG_FILE} is not valid JSON ({e})")
+    model_config = train_config = tokenizer = None
+    if meta:
+        try:
+            model_config = ModelConfig.from_dict(meta.get("model") or {})
+        except (ConfigError, TypeError) as e:
+            problems.append(f"{CONFIG_FILE} has a bad model config: {e}")
+        if meta.get("train"):
+            try:
+                train_config = TrainConfig.from_dict(meta["train"])
+            except (ConfigError, TypeError) as e:
+                problems.append(f"{CONFIG_FILE} has a bad train config: {e}")
+    if (folder / TOKENIZER_FILE).is_file():
+        try:
+            tokenizer = load_tokenizer(folder)
+        except TokenizerError as e:
+            problems.append(str(e))
+    if tokenizer is not None and model_config is not None and tokenizer.vocab_size > model_config.vocab_size:
+        problems.append(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only {model_config.vocab_size}")
+    if problems:
+        raise CheckpointError(folder, problems)
+    return Checkpoint(path=folder, model_config=model_config, tokenizer=tokenizer, train_config=train_config,
+                      step=int(meta.get("step", 0)), metrics=meta.get("metrics") or {}, extra=meta.get("extra") or {})

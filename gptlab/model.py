@@ -1,0 +1,165 @@
+"""The GPT-2 network, in one small file.
+
+Parameter names follow GPT-2 (transformer.wte, transformer.h.N.attn.c_attn, ...), so the Hugging
+Face mapping is a rename-free copy plus a transpose of the Conv1D weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gptlab.config import ModelConfig
+
+
+class KVCache:
+    """Keys and values of the positions seen so far, preallocated to max_len positions.
+
+    Layers write their keys and values for the new positions; `pos` moves on once the whole
+    forward pass is done, so every layer sees the same offset.
+    """
+
+    def __init__(self, config: ModelConfig, batch_size: int, max_len: int | None = None,
+                 device=None, dtype=torch.float32):
+        self.max_len = max_len or config.block_size
+        shape = (config.n_layer, batch_size, config.n_head, self.max_len, config.head_size)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.pos + k.size(2)
+        assert end <= self.max_len, "KV cache overflow: the caller must crop the context first"
+        self.k[layer, :, :, self.pos:end] = k
+        self.v[layer, :, :, self.pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.pos += n
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep the rows named by `index` (beam search picks which beams survive)."""
+        self.k = self.k.index_select(1, index)
+        self.v = self.v.index_select(1, index)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, layer: int = 0, cache: KVCache | None = None, return_attention: bool = False):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        past = 0
+        if cache is not None:
+            past = cache.pos
+            k, v = cache.append(layer, k, v)  # (B, nh, past + T, hs)
+
+        mask = None
+        if past and T > 1:
+            # New queries sit at positions past..past+T-1: each sees all the cache and its own prefix.
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
+        causal = mask is None and T > 1
+
+        if return_attention:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, past + T)
+            keep = mask if mask is not None else torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+            att = scores.masked_fill(~keep, float("-inf")).softmax(dim=-1)
+            y = F.dropout(att, self.attn_dropout, self.training) @ v
+        else:
+            att = None
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                               dropout_p=self.attn_dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
+        return self.resid_dropout(self.c_proj(y)), att
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")  # GPT-2's GELU
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, layer: int = 0, cache: KVCache | None = None, return_attention: bool = False):
+        a, att = self.attn(self.ln_1(x), layer, cache, return_attention)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, att
+
+
+class GPT(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # weight tying, as in GPT-2
+
+        self.apply(self._init_weights)
+        # GPT-2 scales the residual projections so the residual stream's variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights are counted once
+
+    def forward(self, idx, targets=None, *, cache: KVCache | None = None, return_attention: bool = False):
+        """idx: (B, T) token ids. Returns (logits (B, T, vocab), loss or None), plus the per-layer
+        attention weights [(B, nh, T, T_total)] when return_attention is set."""
+        B, T = idx.size()
+        past = cache.pos if cache is not None else 0
+        if past + T > self.config.block_size:
+            raise ValueError(f"Sequence of {past + T} tokens is longer than the context length "
+                             f"{self.config.block_size}; crop it to the last {self.config.block_size} tokens.")
+        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        attentions = []
+        for i, block in enumerate(self.transformer.h):
+            x, att = block(x, i, cache, return_attention)
+            attentions.append(att)
+        if cache is not None:
+            cache.advance(T)
+        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+        if return_attention:
+            return logits, loss, attentions
+        return logits, loss
