@@ -162,20 +162,16 @@ class TrainConfig:
     def replace(self, **changes) -> "TrainConfig":
         return replace(self, **_known(TrainConfig, changes))
 
-    def lr_at(self, progress_steps: float, total_steps: float | None = None) -> float:
-        """Learning rate after `progress_steps` of `total_steps` (default max_steps): linear warmup,
-        then the chosen decay down to min_lr."""
-        total = float(total_steps if total_steps is not None else self.max_steps)
-        if self.warmup_steps and progress_steps < self.warmup_steps:
-            return self.learning_rate * (progress_steps + 1) / (self.warmup_steps + 1)
+    def lr_at(self, step: int, time_fraction: float = 0.0) -> float:
+        """Learning rate at `step`: linear warmup, then the chosen decay to min_lr. With a wall-time
+        budget the decay follows whichever is further along, the steps or the clock."""
+        if step < self.warmup_steps:
+            return self.learning_rate * (step + 1) / (self.warmup_steps + 1)
         if self.lr_schedule == "constant":
             return self.learning_rate
-        span = max(1.0, total - self.warmup_steps)
-        ratio = min(1.0, max(0.0, (progress_steps - self.warmup_steps) / span))
-        if self.lr_schedule == "linear":
-            coeff = 1.0 - ratio
-        else:
-            coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
+        ratio = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
+        ratio = min(1.0, max(ratio, time_fraction))
+        coeff = 1.0 - ratio if self.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * ratio))
         return self.min_lr + coeff * (self.learning_rate - self.min_lr)
 
 
@@ -276,6 +272,41 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 DEFAULT_PRESET = "char-cpu"
+
+
+# One line each, shared by the CLI's --help and the app's labels.
+FIELD_HELP: dict[str, str] = {
+    "block_size": "context length: how many tokens the model sees at once",
+    "n_layer": "number of transformer blocks (depth)",
+    "n_head": "attention heads per block; must divide n_embd",
+    "n_embd": "width of the model (embedding size)",
+    "dropout": "fraction of activations zeroed in training; helps small data, slows learning",
+    "bias": "biases in Linear and LayerNorm layers, as GPT-2 has them",
+    "tokenizer": "char (one token per character) or gpt2 (GPT-2's byte-pair encoding)",
+    "val_fraction": "share of the text held out at the end for validation",
+    "batch_size": "windows per micro-batch",
+    "grad_accum_steps": "micro-batches summed into one optimiser step",
+    "learning_rate": "peak learning rate after warmup",
+    "min_lr": "learning rate at the end of the decay",
+    "lr_schedule": "decay after warmup: cosine, linear or constant",
+    "warmup_steps": "steps of linear warmup from 0 to the peak learning rate",
+    "weight_decay": "AdamW weight decay on Linear weights (not biases, norms, embeddings)",
+    "beta1": "AdamW's first-moment decay",
+    "beta2": "AdamW's second-moment decay (0.99 suits small models, 0.95 large ones)",
+    "grad_clip": "clip the gradient norm to this value (0: off)",
+    "max_steps": "stop after this many optimiser steps",
+    "max_time": "stop after this many seconds of wall time (the schedule then follows the clock)",
+    "eval_interval": "evaluate train and validation loss every this many steps",
+    "eval_batches": "batches per evaluation (fixed windows, so evaluations compare)",
+    "patience": "stop early after this many evaluations without a better validation loss",
+    "sample_interval": "print a sample every this many steps (0: never)",
+    "sample_tokens": "length of those samples in tokens",
+    "checkpoint_interval": "also keep a checkpoint every this many steps (0: only best and last)",
+    "log_interval": "report the training loss every this many steps",
+    "seed": "random seed; the same seed and settings give the same run",
+    "device": "auto (CUDA, then MPS, then CPU), cpu, cuda or mps",
+    "compile": "compile the model with torch.compile (pays off on long GPU runs)",
+}
 
 
 def preset(name: str) -> Preset:

@@ -137,6 +137,20 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
+    def crop_block_size(self, block_size: int) -> None:
+        """Shorten the context, keeping the first position embeddings (for fine-tuning on short text)."""
+        assert block_size <= self.config.block_size
+        self.config = self.config.replace(block_size=block_size)
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size].clone())
+
+    def set_dropout(self, p: float) -> None:
+        self.config = self.config.replace(dropout=p)
+        for m in self.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = p
+            elif isinstance(m, CausalSelfAttention):
+                m.attn_dropout = p
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once
 

@@ -1,0 +1,265 @@
+"""`python -m gptlab train|sample|info|import|export|push`: a thin argparse front end.
+
+Every error a user can cause ends as one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import threading
+import time
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from gptlab.config import DEFAULT_PRESET, FIELD_HELP, PRESETS, ModelConfig, SampleConfig, TrainConfig, to_dict
+
+EXIT_USAGE = 2
+_TYPES = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One --flag per config field, so every hyperparameter can be overridden. Defaults stay None,
+    so only what the user typed overrides the preset."""
+    group = parser.add_argument_group(f"{cls.__name__} overrides (default: the preset's value)")
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                               help=FIELD_HELP.get(f.name))
+        else:
+            group.add_argument(flag, dest=f.name, type=_TYPES[f.type], default=None, metavar=f.name.upper(),
+                               help=FIELD_HELP.get(f.name))
+
+
+def _overrides(args, cls) -> dict:
+    return {f.name: getattr(args, f.name) for f in fields(cls)
+            if getattr(args, f.name, None) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m gptlab", description="Train a small GPT on your own text.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model (on the bundled Shakespeare unless --data is given)")
+    p.add_argument("--data", nargs="+", metavar="PATH", help=".txt or .md files (default: bundled Shakespeare)")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS),
+                   help=f"named settings to start from (default {DEFAULT_PRESET})")
+    p.add_argument("--out", help="run folder for checkpoints and metrics (default: runs/<time>)")
+    p.add_argument("--resume", metavar="DIR", help="continue a stopped run (its folder or a checkpoint in it)")
+    p.add_argument("--init-from", metavar="DIR", help="start from a checkpoint's weights (fine-tuning)")
+    _add_config_flags(p, ModelConfig, skip=("vocab_size",))
+    _add_config_flags(p, TrainConfig)
+
+    p = sub.add_parser("sample", help="generate text from a checkpoint")
+    p.add_argument("--checkpoint", required=True, metavar="DIR", help="a checkpoint folder, or a run folder (uses best/)")
+    p.add_argument("--prompt", default="", help="text to continue (default: start from nothing)")
+    p.add_argument("--strategy", choices=["greedy", "sample", "beam"])
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--min-p", type=float)
+    p.add_argument("--repetition-penalty", type=float)
+    p.add_argument("--no-repeat-ngram-size", type=int)
+    p.add_argument("--num-beams", type=int)
+    p.add_argument("--length-penalty", type=float)
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--stop", action="append", metavar="TEXT", help="stop when this text appears (repeatable)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
+
+    p = sub.add_parser("info", help="show a checkpoint's settings, size and metrics")
+    p.add_argument("--checkpoint", required=True, metavar="DIR")
+
+    p = sub.add_parser("import", help="turn Hugging Face GPT-2 weights into a gptlab checkpoint")
+    p.add_argument("--model", required=True, metavar="NAME_OR_PATH",
+                   help="a Hub id such as openai-community/gpt2, or a local Hugging Face folder")
+    p.add_argument("--out", required=True, metavar="DIR")
+
+    p = sub.add_parser("export", help="write a checkpoint in Hugging Face format")
+    p.add_argument("--checkpoint", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR")
+
+    p = sub.add_parser("push", help="upload a checkpoint to the Hugging Face Hub, with a model card")
+    p.add_argument("--checkpoint", required=True, metavar="DIR")
+    p.add_argument("--repo-id", required=True, metavar="NAME", help="e.g. your-name/shakespeare-gpt")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--token", help="a Hugging Face token (default: HF_TOKEN or your saved login)")
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    return f"{m}:{s:02d}"
+
+
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from gptlab.events import CheckpointEvent, DoneEvent, EvalEvent, SampleEvent, StepEvent
+    from gptlab.pipeline import TrainingRun
+
+    stop = threading.Event()
+    if args.resume:
+        run = TrainingRun(resume=args.resume, out_dir=args.out, data_paths=args.data,
+                          max_steps=args.max_steps, max_time=args.max_time)
+    else:
+        run = TrainingRun(model_config=ModelConfig.preset(args.preset, **_overrides(args, ModelConfig)),
+                          train_config=TrainConfig.preset(args.preset, **_overrides(args, TrainConfig)),
+                          out_dir=args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}",
+                          data_paths=args.data, init_from=args.init_from)
+    out, stats = run.out_dir, run.data.stats
+    print(f"run folder: {out}\ndata: {stats.characters:,} characters, {stats.tokens:,} tokens "
+          f"({stats.train_tokens:,} train / {stats.val_tokens:,} val), vocabulary {stats.vocab_size}\n"
+          f"model: {run.model_config.num_params() / 1e6:.2f}M parameters, context {run.model_config.block_size}; "
+          f"device {run.trainer.device}", file=sys.stderr)
+    events = run.events(stop)
+    bar = None
+    try:
+        for event in events:
+            if bar is None:
+                bar = tqdm(total=run.train_config.max_steps, initial=run.trainer.step, unit="step",
+                           dynamic_ncols=True, file=sys.stderr, mininterval=0.2 if sys.stderr.isatty() else 10)
+            if isinstance(event, StepEvent):
+                bar.set_postfix_str(f"loss {event.loss:.4f} lr {event.lr:.1e} {event.tokens_per_sec:,.0f} tok/s "
+                                    f"eta {_fmt_time(event.eta)}", refresh=False)
+                bar.update(event.step - bar.n)
+            elif isinstance(event, EvalEvent):
+                bar.write(f"step {event.step:>6}: train loss {event.train_loss:.4f} (ppl {event.train_ppl:.2f}), "
+                          f"val loss {event.val_loss:.4f} (ppl {event.val_ppl:.2f})"
+                          f"{'  *best*' if event.is_best else ''}  [{_fmt_time(event.elapsed)}]")
+            elif isinstance(event, SampleEvent):
+                bar.write(f"--- sample at step {event.step} ---\n{event.text}\n---")
+            elif isinstance(event, CheckpointEvent):
+                pass  # best/last are named in the closing lines
+            elif isinstance(event, DoneEvent):
+                bar.close()
+                best = f"{event.best_val_loss:.4f}" if event.best_val_loss is not None else "n/a"
+                print(f"{event.status}: {event.reason}. {event.step} steps, {event.tokens_seen:,} tokens in "
+                      f"{_fmt_time(event.elapsed)}; best val loss {best}.\ncheckpoints: {out}/best, {out}/last "
+                      f"(resume with --resume {out})")
+                return 0 if event.status != "failed" else 1
+    except KeyboardInterrupt:
+        # Ctrl-C asks the trainer to stop cleanly, so the last checkpoint is saved.
+        stop.set()
+        print("\nstopping after the current step ...", file=sys.stderr)
+        for event in events:
+            if isinstance(event, DoneEvent):
+                print(f"{event.status}: {event.reason}. Resume with --resume {out}")
+        return 130
+    finally:
+        if bar is not None:
+            bar.close()
+    return 1
+
+
+def _sample_config(args, checkpoint) -> SampleConfig:
+    names = ("strategy", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "no_repeat_ngram_size",
+             "num_beams", "length_penalty", "max_new_tokens", "seed")
+    values = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if args.stop:
+        values["stop"] = tuple(args.stop)
+    if values.get("num_beams", 1) > 1 and "strategy" not in values:
+        values["strategy"] = "beam"
+    return SampleConfig(**values)
+
+
+def cmd_sample(args) -> int:
+    from gptlab.checkpoint import load_checkpoint
+    from gptlab.generate import generate
+    from gptlab.textstream import stream_text
+    from gptlab.trainer import pick_device
+
+    folder = Path(args.checkpoint)
+    if (folder / "best").is_dir() and not (folder / "config.json").is_file():
+        folder = folder / "best"
+    checkpoint = load_checkpoint(folder)
+    config = _sample_config(args, checkpoint)
+    tokenizer = checkpoint.tokenizer
+    prompt_ids = tokenizer.encode(args.prompt) if args.prompt else []
+    if not prompt_ids:
+        if tokenizer.eot is None:
+            prompt_ids = tokenizer.encode("\n") if "\n" in getattr(tokenizer, "chars", []) else [0]
+        else:
+            prompt_ids = [tokenizer.eot]
+    model = checkpoint.load_model(pick_device(args.device))
+    sys.stdout.write(args.prompt)
+    ids = generate(model, prompt_ids, config, eot=tokenizer.eot)
+    for piece in stream_text(ids, tokenizer, stop=config.stop):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from gptlab.checkpoint import load_checkpoint
+
+    folder = Path(args.checkpoint)
+    if (folder / "best").is_dir() and not (folder / "config.json").is_file():
+        folder = folder / "best"
+    ck = load_checkpoint(folder)
+    params = ck.model_config.num_params()
+    print(f"checkpoint: {ck.path}")
+    print(f"step: {ck.step}    resumable: {'yes' if ck.resumable else 'no'}")
+    print(f"parameters: {params:,} ({params / 1e6:.2f}M)    tokenizer: {ck.tokenizer.name} "
+          f"({ck.tokenizer.vocab_size} tokens)")
+    print("model: " + json.dumps(to_dict(ck.model_config)))
+    if ck.train_config:
+        print("train: " + json.dumps(to_dict(ck.train_config)))
+    if ck.metrics:
+        shown = {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in ck.metrics.items()}
+        print("metrics: " + json.dumps(shown))
+    if ck.extra.get("data"):
+        print("data: " + json.dumps({k: v for k, v in ck.extra["data"].items() if k != "paths"}))
+    return 0
+
+
+def cmd_import(args) -> int:
+    from gptlab.hub import import_pretrained
+
+    out = import_pretrained(args.model, args.out)
+    print(f"imported {args.model} into {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from gptlab.hub import export_hf
+
+    out = export_hf(args.checkpoint, args.out)
+    print(f"exported {args.checkpoint} to {out} (loadable with transformers.GPT2LMHeadModel.from_pretrained)")
+    return 0
+
+
+def cmd_push(args) -> int:
+    from gptlab.hub import push_to_hub
+
+    url = push_to_hub(args.checkpoint, args.repo_id, token=args.token, private=args.private)
+    print(f"pushed to {url}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "import": cmd_import,
+            "export": cmd_export, "push": cmd_push}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, OSError) as e:  # our errors are ValueErrors with sentences; OSErrors name the file
+        message = str(e).strip() or type(e).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,163 @@
+"""One training run, wired end to end: text → tokenizer → dataset → model → trainer → checkpoints.
+
+The CLI and the app both call `train()` and consume its events. A run lives in one folder:
+init/ (the weights before training, for honest before/after comparisons), best/, last/, optional
+step-N/ folders, and metrics.jsonl with every event.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from gptlab.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from gptlab.config import ConfigError, ModelConfig, SampleConfig, TrainConfig
+from gptlab.data import DEFAULT_CORPUS, DataStats, TokenDataset, decode_text, encode_documents, read_documents, tokenize_corpus
+from gptlab.events import Event
+from gptlab.generate import generate
+from gptlab.model import GPT
+from gptlab.tokenizers import Tokenizer
+from gptlab.trainer import Trainer, pick_device
+
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class PreparedData:
+    tokenizer: Tokenizer
+    dataset: TokenDataset
+    stats: DataStats
+    description: dict
+
+
+def load_texts(paths: Sequence[str | os.PathLike] | None = None, texts: Sequence[str] | None = None) -> list[str]:
+    """Documents from files, from pasted text, or (given neither) the bundled corpus."""
+    documents = [decode_text(t.encode("utf-8"), "the pasted text") for t in texts or ()]
+    if paths or not documents:
+        documents = read_documents(paths) + documents
+    return documents
+
+
+def prepare_data(documents: Sequence[str], tokenizer: Tokenizer | str, block_size: int, val_fraction: float,
+                 sources: Sequence[str] = ()) -> PreparedData:
+    if isinstance(tokenizer, str):
+        tokenizer, ids = tokenize_corpus(documents, tokenizer)
+    else:
+        ids = encode_documents(documents, tokenizer)
+    dataset = TokenDataset(ids, block_size, val_fraction)
+    characters = sum(len(d) for d in documents)
+    stats = dataset.stats(characters, tokenizer.vocab_size)
+    description = {"sources": list(sources) or [DEFAULT_CORPUS.name], "documents": len(documents),
+                   "characters": characters, "tokens": stats.tokens, "tokenizer": tokenizer.name}
+    return PreparedData(tokenizer, dataset, stats, description)
+
+
+def sample_prompt_ids(tokenizer: Tokenizer, documents: Sequence[str]) -> list[int]:
+    if tokenizer.eot is not None:
+        return [tokenizer.eot]
+    return tokenizer.encode("\n" if "\n" in documents[0] else documents[0][0])
+
+
+def resolve_checkpoint(path: str | os.PathLike, prefer: str = "last") -> Path:
+    """A run folder means its `prefer` checkpoint (last or best); a checkpoint folder means itself."""
+    path = Path(path)
+    if (path / prefer).is_dir() and not (path / "config.json").is_file():
+        return path / prefer
+    return path
+
+
+def run_folder_of(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.parent if (path / "config.json").is_file() and not (path / "last").is_dir() else path
+
+
+class TrainingRun:
+    """A run prepared up front (so bad settings or data fail before training starts), then
+    trained by iterating `events()`.
+
+    `resume` continues a stopped run exactly (same folder, configs and data; max_steps and
+    max_time may be raised to train for longer); `init_from` starts a new run from a checkpoint's
+    weights (fine-tuning), keeping its network shape and tokenizer."""
+
+    def __init__(self, *, model_config: ModelConfig | None = None, train_config: TrainConfig | None = None,
+                 out_dir: str | os.PathLike | None = None, data_paths: Sequence[str | os.PathLike] | None = None,
+                 texts: Sequence[str] | None = None, resume: str | os.PathLike | None = None,
+                 init_from: str | os.PathLike | None = None, max_steps: int | None = None,
+                 max_time: float | None = None):
+        source: Checkpoint | None = None
+        if resume is not None:
+            source = load_checkpoint(resolve_checkpoint(resume))
+            if not source.resumable or source.train_config is None:
+                raise ConfigError(f"{source.path} holds no trainer state, so it cannot be resumed; "
+                                  "start a new run from its weights with init_from (--init-from) instead.")
+            out_dir = out_dir or run_folder_of(resume)
+            model_config = source.model_config
+            limits = {k: v for k, v in (("max_steps", max_steps), ("max_time", max_time)) if v is not None}
+            train_config = source.train_config.replace(**limits)
+            data_paths = data_paths or source.extra.get("data", {}).get("paths") or None
+        else:
+            if model_config is None or train_config is None or out_dir is None:
+                raise ConfigError("A new run needs a model config, a train config and an output folder.")
+            if (Path(out_dir) / "last").exists() or (Path(out_dir) / METRICS_FILE).exists():
+                raise ConfigError(f"{out_dir} already holds a run. Resume it (--resume {out_dir}), "
+                                  "or choose another output folder.")
+            if init_from is not None:
+                source = load_checkpoint(resolve_checkpoint(init_from, prefer="best"))
+                # Fine-tuning keeps the network and its tokenizer; only the context may shrink.
+                model_config = source.model_config.replace(
+                    block_size=min(model_config.block_size, source.model_config.block_size),
+                    dropout=model_config.dropout)
+                train_config = train_config.replace(tokenizer=source.tokenizer.name)
+        self.out_dir = Path(out_dir)
+        self.resumed = resume is not None
+        self.documents = load_texts(data_paths, texts)
+        tokenizer: Tokenizer | str = source.tokenizer if source is not None else train_config.tokenizer
+        self.data = prepare_data(self.documents, tokenizer, model_config.block_size, train_config.val_fraction,
+                                 [str(p) for p in data_paths or ()] + (["pasted text"] if texts else []))
+        if source is None:
+            model_config = model_config.replace(vocab_size=self.data.tokenizer.vocab_size)
+        self.model_config, self.train_config = model_config, train_config
+
+        device = pick_device(train_config.device)
+        torch.manual_seed(train_config.seed)
+        if source is None:
+            model = GPT(model_config)
+        else:
+            model = source.load_model()
+            model.crop_block_size(model_config.block_size)
+            model.set_dropout(model_config.dropout)
+        self.extra = {"data": {**self.data.description, "paths": [str(Path(p).resolve()) for p in data_paths or ()]},
+                      "stats": self.data.stats.as_dict()}
+        if init_from is not None:
+            self.extra["init_from"] = str(source.path)
+        self.trainer = Trainer(model, train_config, self.data.dataset, save=self._save, sample=self._sample,
+                               device=device)
+        if source is not None and resume is not None:
+            self.trainer.load_state_dict(source.trainer_state())
+        self._prompt = sample_prompt_ids(self.data.tokenizer, self.documents)
+        self._sample_config = SampleConfig(max_new_tokens=train_config.sample_tokens, temperature=0.8,
+                                           seed=train_config.seed)
+
+    def _save(self, label: str, trainer_state: dict | None, metrics: dict) -> str:
+        return str(save_checkpoint(self.out_dir / label, self.trainer.model, self.model_config, self.data.tokenizer,
+                                   train_config=self.train_config, trainer_state=trainer_state,
+                                   step=self.trainer.step, metrics=metrics, extra=self.extra))
+
+    def _sample(self, model) -> str:
+        ids = list(generate(model, self._prompt, self._sample_config, eot=self.data.tokenizer.eot))
+        return self.data.tokenizer.decode(self._prompt + ids)
+
+    def events(self, stop: threading.Event | None = None) -> Iterator[Event]:
+        if not self.resumed:
+            self._save("init", None, {})  # the untrained weights, for honest before/after comparisons
+        with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as log:
+            for event in self.trainer.run(stop):
+                log.write(json.dumps(event.as_dict()) + "\n")
+                log.flush()
+                yield event

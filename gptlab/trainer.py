@@ -1,0 +1,230 @@
+"""A training loop that knows nothing of GPT or of any UI.
+
+It needs a model whose forward(x, y) returns (anything, loss), a data source with
+train_batch(batch_size, generator) and eval_batches(split, batch_size, count=...), and it yields
+typed events. Saving and sampling are callbacks, so the same loop serves the CLI and the app.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from contextlib import nullcontext
+from typing import Any, Callable, Iterator, Protocol
+
+import torch
+import torch.nn as nn
+
+from gptlab.config import TrainConfig
+from gptlab.events import CheckpointEvent, DoneEvent, EvalEvent, Event, SampleEvent, StepEvent
+
+SaveFn = Callable[[str, dict[str, Any], dict[str, Any]], str]  # (label, trainer_state, metrics) -> path
+SampleFn = Callable[[nn.Module], str]
+
+
+class DataSource(Protocol):
+    def train_batch(self, batch_size: int, generator: torch.Generator | None = None): ...
+    def eval_batches(self, split: str, batch_size: int, *, count: int | None = None): ...
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto.")
+        if name == "mps" and not torch.backends.mps.is_available():
+            raise ValueError("device 'mps' was asked for, but this machine has no usable Apple GPU; use cpu or auto.")
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW that decays only the weights of Linear layers: biases, norms and embeddings are left
+    alone. A weight shared by an Embedding and a Linear (a tied lm_head) counts as an embedding."""
+    linear = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    embedding = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if id(p) in linear and id(p) not in embedding]
+    no_decay = [p for p in params if not (id(p) in linear and id(p) not in embedding)]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2),
+                             fused=device.type in ("cuda", "cpu"))
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, config: TrainConfig, data: DataSource, *,
+                 save: SaveFn | None = None, sample: SampleFn | None = None, device: torch.device | None = None):
+        self.config = config
+        self.device = device or pick_device(config.device)
+        self.model = model.to(self.device)
+        self.data = data
+        self.save_fn, self.sample_fn = save, sample
+        self.optimizer = make_optimizer(self.model, config, self.device)
+        self.data_rng = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.tokens_seen = 0
+        self.elapsed = 0.0
+        self.best_val_loss = math.inf
+        self.bad_evals = 0
+        self.metrics: dict[str, Any] = {}
+        torch.manual_seed(config.seed)
+        self._forward = torch.compile(self.model) if config.compile else self.model
+        self._autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
+                          else nullcontext())
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything besides the weights that a resumed run needs to continue exactly."""
+        state = {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
+                 "best_val_loss": self.best_val_loss, "bad_evals": self.bad_evals,
+                 "optimizer": self.optimizer.state_dict(), "data_rng": self.data_rng.get_state(),
+                 "torch_rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
+        self.elapsed, self.best_val_loss = float(state["elapsed"]), float(state["best_val_loss"])
+        self.bad_evals = int(state["bad_evals"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.data_rng.set_state(state["data_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+
+    # -- pieces of a step --------------------------------------------------------------------
+
+    def _time_fraction(self) -> float:
+        return self.elapsed / self.config.max_time if self.config.max_time else 0.0
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        was_training = self.model.training
+        self.model.eval()
+        losses = {}
+        for split in ("train", "val"):
+            total, n = 0.0, 0
+            for x, y in self.data.eval_batches(split, self.config.batch_size,
+                                               count=self.config.eval_batches * self.config.batch_size):
+                with self._autocast:
+                    _, loss = self._forward(x.to(self.device), y.to(self.device))
+                total += loss.item() * x.size(0)
+                n += x.size(0)
+            losses[split] = total / n
+        self.model.train(was_training)
+        return losses
+
+    def _train_step(self) -> tuple[float, float, float, int]:
+        """One optimiser step over grad_accum_steps micro-batches: (loss, grad norm, lr, tokens)."""
+        cfg = self.config
+        lr = cfg.lr_at(self.step, self._time_fraction())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total, tokens = torch.zeros((), device=self.device), 0
+        for _ in range(cfg.grad_accum_steps):
+            x, y = self.data.train_batch(cfg.batch_size, self.data_rng)
+            tokens += y.numel()
+            with self._autocast:
+                _, loss = self._forward(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
+            (loss / cfg.grad_accum_steps).backward()
+            total += loss.detach()
+        # The norm before clipping is what tells a user that training is unstable.
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        loss_value, norm_value = (total / cfg.grad_accum_steps).item(), float(norm)
+        if math.isfinite(loss_value) and math.isfinite(norm_value):
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_value, norm_value, lr, tokens
+
+    def _save(self, label: str) -> Iterator[Event]:
+        if self.save_fn is not None:
+            path = self.save_fn(label, self.state_dict(), dict(self.metrics, step=self.step))
+            yield CheckpointEvent(self.step, label, str(path))
+
+    def _eval_events(self) -> Iterator[Event]:
+        losses = self.evaluate()
+        is_best = losses["val"] < self.best_val_loss
+        if is_best:
+            self.best_val_loss, self.bad_evals = losses["val"], 0
+        else:
+            self.bad_evals += 1
+        self.metrics.update(train_loss=losses["train"], val_loss=losses["val"], best_val_loss=self.best_val_loss)
+        yield EvalEvent(self.step, losses["train"], losses["val"], math.exp(min(losses["train"], 50)),
+                        math.exp(min(losses["val"], 50)), self.best_val_loss, is_best, self.tokens_seen, self.elapsed)
+        if is_best and self.step > 0:
+            yield from self._save("best")
+
+    def _done(self, status: str, reason: str) -> DoneEvent:
+        best = self.best_val_loss if math.isfinite(self.best_val_loss) else None
+        return DoneEvent(self.step, status, reason, self.tokens_seen, self.elapsed, best)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event | None = None) -> Iterator[Event]:
+        cfg = self.config
+        self.model.train()
+        start = time.perf_counter() - self.elapsed
+        if self.step == 0:
+            yield from self._eval_events()  # the loss before learning anything: about ln(vocab)
+        window_start, window_steps, window_tokens = time.perf_counter(), 0, 0
+        while True:
+            self.elapsed = time.perf_counter() - start
+            if stop is not None and stop.is_set():
+                yield from self._save("last")
+                yield self._done("stopped", f"stopped by request at step {self.step}")
+                return
+            if self.step >= cfg.max_steps:
+                reason = f"reached max_steps ({cfg.max_steps})"
+                break
+            if cfg.max_time is not None and self.elapsed >= cfg.max_time:
+                reason = f"reached the time budget of {cfg.max_time:g} s"
+                break
+
+            loss, norm, lr, tokens = self._train_step()
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                what = "loss" if not math.isfinite(loss) else "gradient norm"
+                yield self._done("failed", f"the {what} became {loss if what == 'loss' else norm} at step "
+                                 f"{self.step + 1}; the weights were not updated and the last good checkpoint "
+                                 f"is kept. Lower the learning rate (it was {lr:.2e}) or turn "
+                                 "on gradient clipping.")
+                return
+            self.step += 1
+            self.tokens_seen += tokens
+            window_steps, window_tokens = window_steps + 1, window_tokens + tokens
+            self.elapsed = time.perf_counter() - start
+            self.metrics["train_loss_step"] = loss
+
+            if self.step % cfg.log_interval == 0 or self.step == cfg.max_steps:
+                now = time.perf_counter()
+                seconds = max(now - window_start, 1e-9)
+                yield StepEvent(self.step, loss, lr, norm, self.tokens_seen, window_tokens / seconds,
+                                self.elapsed, self._eta(window_steps / seconds))
+                window_start, window_steps, window_tokens = now, 0, 0
+            if self.step % cfg.eval_interval == 0:
+                yield from self._eval_events()
+                if cfg.patience is not None and self.bad_evals >= cfg.patience:
+                    reason = (f"early stopping: the validation loss has not improved for {cfg.patience} "
+                              f"evaluation(s); the best was {self.best_val_loss:.4f}")
+                    break
+            if self.sample_fn is not None and cfg.sample_interval and self.step % cfg.sample_interval == 0:
+                yield SampleEvent(self.step, self.sample_fn(self.model))
+            if cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0:
+                yield from self._save(f"step-{self.step:06d}")
+
+        if self.step % cfg.eval_interval != 0:
+            yield from self._eval_events()  # so the run always ends with a known validation loss
+        yield from self._save("last")
+        yield self._done("finished", reason)
+
+    def _eta(self, steps_per_sec: float) -> float | None:
+        cfg = self.config
+        by_steps = (cfg.max_steps - self.step) / steps_per_sec if steps_per_sec > 0 else None
+        by_time = max(0.0, cfg.max_time - self.elapsed) if cfg.max_time else None
+        candidates = [t for t in (by_steps, by_time) if t is not None]
+        return min(candidates) if candidates else None
