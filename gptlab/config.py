@@ -248,8 +248,8 @@ PRESETS: dict[str, Preset] = {
     ),
     "char-cpu": Preset(
         "The default: a character model sized for about two minutes on a laptop CPU.",
-        model=dict(block_size=128, n_layer=4, n_head=4, n_embd=192),
-        train=dict(batch_size=32, learning_rate=2e-3, min_lr=2e-4, warmup_steps=50, max_steps=3000,
+        model=dict(block_size=96, n_layer=4, n_head=4, n_embd=128),
+        train=dict(batch_size=16, learning_rate=2e-3, min_lr=2e-4, warmup_steps=50, max_steps=3000,
                    weight_decay=0.1, beta2=0.99, eval_interval=250, eval_batches=10, sample_interval=500),
     ),
     "nanogpt-cpu": Preset(
