@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop", action="append", metavar="TEXT", help="stop when this text appears (repeatable)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
 
+    p = sub.add_parser("presets", help="list the named presets with their size and training memory")
+    p.add_argument("--batch-size", type=int, help="estimate memory for this batch (default: each preset's)")
+    p.add_argument("--vocab-size", type=int, default=65, help="vocabulary of char presets (default 65)")
+
     p = sub.add_parser("info", help="show a checkpoint's settings, size and metrics")
     p.add_argument("--checkpoint", required=True, metavar="DIR")
 
@@ -201,6 +205,23 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_presets(args) -> int:
+    if args.batch_size is not None and args.batch_size < 1 or args.vocab_size < 1:
+        raise ValueError("--batch-size and --vocab-size must be positive whole numbers.")
+    print(f"{'preset':<12} {'tokenizer':<9} {'shape (layers x heads x width, context)':<40} {'params':>8} "
+          f"{'train memory':>14}  description")
+    for name, p in PRESETS.items():
+        train = TrainConfig.preset(name)
+        vocab = 50257 if train.tokenizer == "gpt2" else args.vocab_size
+        model = ModelConfig.preset(name, vocab_size=vocab)
+        batch = args.batch_size or train.batch_size
+        shape = f"{model.n_layer} x {model.n_head} x {model.n_embd}, {model.block_size}"
+        memory = f"{model.training_memory_bytes(batch) / 2**20:,.0f} MiB @ {batch}"
+        print(f"{name:<12} {train.tokenizer:<9} {shape:<40} {model.num_params() / 1e6:>7.2f}M {memory:>14}  "
+              f"{p.description}")
+    return 0
+
+
 def cmd_info(args) -> int:
     from gptlab.checkpoint import load_checkpoint
 
@@ -248,7 +269,7 @@ def cmd_push(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "import": cmd_import,
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "presets": cmd_presets, "import": cmd_import,
             "export": cmd_export, "push": cmd_push}
 
 
