@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,8 +84,9 @@ def save_checkpoint(folder, model: torch.nn.Module, model_config: ModelConfig, t
                     metrics: dict | None = None, extra: dict | None = None) -> Path:
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
-    old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+    unique = uuid.uuid4().hex[:12]  # two savers (threads or processes) never share a temporary folder
+    tmp = folder.parent / f".{folder.name}.tmp-{unique}"
+    old = folder.parent / f".{folder.name}.old-{unique}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -99,7 +101,12 @@ def save_checkpoint(folder, model: torch.nn.Module, model_config: ModelConfig, t
         _fsync_tree(tmp)
         if folder.exists():
             os.replace(folder, old)
-        os.replace(tmp, folder)
+        try:
+            os.replace(tmp, folder)
+        except BaseException:
+            if old.exists():
+                os.replace(old, folder)  # put the previous checkpoint back before `finally` cleans up
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
@@ -124,15 +131,23 @@ def load_checkpoint(folder) -> Checkpoint:
             problems.append(f"{CONFIG_FILE} is not valid JSON ({e})")
     model_config = train_config = tokenizer = None
     if meta:
-        try:
-            model_config = ModelConfig.from_dict(meta.get("model") or {})
-        except (ConfigError, TypeError) as e:
-            problems.append(f"{CONFIG_FILE} has a bad model config: {e}")
-        if meta.get("train"):
+        if not isinstance(meta.get("model"), dict):
+            problems.append(f"{CONFIG_FILE} has no \"model\" section of ModelConfig settings")
+        else:
+            try:
+                model_config = ModelConfig.from_dict(meta["model"])
+            except (ConfigError, TypeError) as e:
+                problems.append(f"{CONFIG_FILE} has a bad model config: {e}")
+        if meta.get("train") is not None and not isinstance(meta["train"], dict):
+            problems.append(f"{CONFIG_FILE} has a \"train\" section that is not a dict of TrainConfig settings")
+        elif meta.get("train"):
             try:
                 train_config = TrainConfig.from_dict(meta["train"])
             except (ConfigError, TypeError) as e:
                 problems.append(f"{CONFIG_FILE} has a bad train config: {e}")
+        step = meta.get("step", 0)
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            problems.append(f"{CONFIG_FILE} has step {step!r}; it must be a whole number, 0 or more")
     if (folder / TOKENIZER_FILE).is_file():
         try:
             tokenizer = load_tokenizer(folder)

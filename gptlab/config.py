@@ -7,6 +7,7 @@ without paying for torch.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -18,6 +19,23 @@ class ConfigError(ValueError):
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
+
+
+def _check_types(config) -> None:
+    """Values from JSON files and forms arrive with any type: name the field rather than fail inside
+    a comparison. A field's type is read off its default (None defaults are optional numbers)."""
+    for f in fields(config):
+        value, default = getattr(config, f.name), f.default
+        if isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "true or false"
+        elif isinstance(default, str):
+            ok, kind = isinstance(value, str), "text"
+        elif default is None or isinstance(default, (int, float)):
+            ok = (default is None and value is None) or (isinstance(value, numbers.Real) and not isinstance(value, bool))
+            kind = "a number" + (" or None" if default is None else "")
+        else:
+            continue
+        _check(ok, f"{f.name} must be {kind}, got {value!r}.")
 
 
 def _known(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -42,6 +60,7 @@ class ModelConfig:
     bias: bool = True  # biases in Linear and LayerNorm, as GPT-2 has them
 
     def __post_init__(self):
+        _check_types(self)
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
             value = getattr(self, name)
             _check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
@@ -128,6 +147,7 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self):
+        _check_types(self)
         _check(self.tokenizer in TOKENIZERS, f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}.")
         _check(0.0 < self.val_fraction < 1.0, f"val_fraction must be between 0 and 1 (e.g. 0.1), got {self.val_fraction}.")
         for name in ("batch_size", "grad_accum_steps", "max_steps", "eval_interval", "eval_batches",
@@ -199,6 +219,7 @@ class SampleConfig:
     seed: int | None = None
 
     def __post_init__(self):
+        _check_types(self)
         _check(self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}.")
         _check(isinstance(self.max_new_tokens, int) and self.max_new_tokens > 0,
                f"max_new_tokens must be a positive whole number, got {self.max_new_tokens!r}.")
@@ -217,6 +238,8 @@ class SampleConfig:
         _check(self.strategy == "beam" or self.num_beams == 1,
                f"num_beams={self.num_beams} needs strategy 'beam'; beam search is not combined with sampling.")
         _check(self.strategy != "beam" or self.num_beams >= 2, "beam search needs num_beams of 2 or more.")
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))  # one stop string, not one per character
         _check(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty text.")
         object.__setattr__(self, "stop", tuple(self.stop))
 

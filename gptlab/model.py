@@ -139,7 +139,9 @@ class GPT(nn.Module):
 
     def crop_block_size(self, block_size: int) -> None:
         """Shorten the context, keeping the first position embeddings (for fine-tuning on short text)."""
-        assert block_size <= self.config.block_size
+        if not 1 <= block_size <= self.config.block_size:
+            raise ValueError(f"The context can only shrink: asked for {block_size}, the model has "
+                             f"{self.config.block_size} positions.")
         self.config = self.config.replace(block_size=block_size)
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size].clone())
 

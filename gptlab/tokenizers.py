@@ -46,6 +46,16 @@ class Tokenizer(Protocol):
     def save(self, folder: str | os.PathLike) -> None: ...
 
 
+def _check_ids(ids, vocab_size: int) -> list[int]:
+    ids = [int(i) for i in ids]
+    bad = [i for i in ids if not 0 <= i < vocab_size]
+    if bad:
+        raise TokenizerError(f"Token id(s) {', '.join(map(str, bad[:5]))} are outside this tokenizer's vocabulary "
+                             f"(0 to {vocab_size - 1}); the ids come from a different tokenizer or a model "
+                             "with a larger vocabulary.")
+    return ids
+
+
 def _write_json(path: Path, payload: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding="utf-8")
@@ -56,6 +66,8 @@ class CharTokenizer:
     name = "char"
 
     def __init__(self, chars: list[str] | str):
+        if not isinstance(chars, (list, tuple, str)) or not all(isinstance(c, str) for c in chars):
+            raise TokenizerError("A character vocabulary must be a list of single characters (text).")
         chars = list(chars)
         if not chars:
             raise TokenizerError("A character vocabulary needs at least one character.")
@@ -86,7 +98,7 @@ class CharTokenizer:
             raise UnknownCharactersError(self.unknown_chars(text)) from None
 
     def decode(self, ids) -> str:
-        return "".join(self.chars[int(i)] for i in ids)
+        return "".join(self.chars[i] for i in _check_ids(ids, len(self.chars)))
 
     def decode_bytes(self, ids) -> bytes:
         return self.decode(ids).encode("utf-8")
@@ -130,10 +142,10 @@ class GPT2Tokenizer:
         return self.encoding.encode_ordinary(text)
 
     def decode(self, ids) -> str:
-        return self.encoding.decode([int(i) for i in ids])
+        return self.encoding.decode(_check_ids(ids, self.vocab_size))
 
     def decode_bytes(self, ids) -> bytes:
-        return self.encoding.decode_bytes([int(i) for i in ids])
+        return self.encoding.decode_bytes(_check_ids(ids, self.vocab_size))
 
     def save(self, folder) -> None:
         _write_json(Path(folder) / TOKENIZER_FILE, {"type": self.name})
@@ -162,7 +174,7 @@ def load_tokenizer(folder) -> Tokenizer:
         return GPT2Tokenizer()
     if kind == "char":
         try:
-            return CharTokenizer(spec["chars"])
-        except (KeyError, TypeError):
-            raise TokenizerError(f"{path} has no valid 'chars' list.") from None
+            return CharTokenizer(spec.get("chars"))
+        except TokenizerError as e:
+            raise TokenizerError(f"{path} has no valid 'chars' list: {e}") from None
     raise TokenizerError(f"{path} names an unknown tokenizer type {kind!r}.")

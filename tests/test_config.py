@@ -1,0 +1,349 @@
+"""Configs: every bad field gets an actionable ConfigError; presets, overrides, serialisation and the
+learning-rate schedule behave as documented."""
+
+import math
+from dataclasses import FrozenInstanceError, asdict
+
+import pytest
+
+from gptlab.config import (
+    DEFAULT_PRESET,
+    PRESETS,
+    ConfigError,
+    ModelConfig,
+    SampleConfig,
+    TrainConfig,
+    preset,
+    to_dict,
+)
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation: the message names the field, so a user knows what to change.
+
+
+@pytest.mark.parametrize("field, value", [
+    ("vocab_size", 0), ("vocab_size", -5), ("vocab_size", 2.5), ("vocab_size", True),
+    ("block_size", 0), ("n_layer", 0), ("n_head", 0), ("n_embd", 0), ("n_embd", "64"),
+    ("dropout", -0.1), ("dropout", 1.0),
+])
+def test_model_config_bad_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        ModelConfig(**{field: value})
+
+
+def test_model_config_head_divisibility_suggests_a_fix():
+    with pytest.raises(ConfigError) as info:
+        ModelConfig(n_embd=100, n_head=6)
+    message = str(info.value)
+    assert "n_embd" in message and "n_head" in message
+    suggested = int(message.split("try n_embd=")[1].rstrip("."))
+    assert suggested % 6 == 0
+    ModelConfig(n_embd=suggested, n_head=6)  # the suggestion is itself valid
+
+
+@pytest.mark.parametrize("field, value", [
+    ("tokenizer", "bpe"), ("val_fraction", 0.0), ("val_fraction", 1.0),
+    ("batch_size", 0), ("grad_accum_steps", 0), ("max_steps", 0), ("eval_interval", 0), ("eval_batches", 0),
+    ("sample_tokens", 0), ("log_interval", 0), ("batch_size", 1.5),
+    ("warmup_steps", -1), ("sample_interval", -1), ("checkpoint_interval", -1),
+    ("learning_rate", 0.0), ("lr_schedule", "step"), ("weight_decay", -0.1),
+    ("beta1", 1.0), ("beta2", -0.1), ("grad_clip", -1.0), ("max_time", 0), ("patience", 0), ("patience", 1.5),
+    ("device", "tpu"),
+])
+def test_train_config_bad_field(field, value):
+    with pytest.raises(ConfigError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_train_config_min_lr_above_learning_rate():
+    with pytest.raises(ConfigError, match="min_lr"):
+        TrainConfig(learning_rate=1e-3, min_lr=1e-2)
+    with pytest.raises(ConfigError, match="min_lr"):
+        TrainConfig(min_lr=-1e-5)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])
+def test_train_config_devices_accepted(device):
+    assert TrainConfig(device=device).device == device
+
+
+def test_train_config_optional_fields_accept_none():
+    config = TrainConfig(max_time=None, patience=None)
+    assert config.max_time is None and config.patience is None
+    assert TrainConfig(max_time=30.0, patience=3).patience == 3
+
+
+def test_choices_are_listed_in_the_message():
+    with pytest.raises(ConfigError, match="cosine, linear, constant"):
+        TrainConfig(lr_schedule="step")
+    with pytest.raises(ConfigError, match="char, gpt2"):
+        TrainConfig(tokenizer="bpe")
+    with pytest.raises(ConfigError, match="greedy, sample, beam"):
+        SampleConfig(strategy="nucleus")
+
+
+# Values of the wrong type come from JSON files and form fields; they should be ConfigErrors too,
+# not TypeError/AttributeError from a comparison (load_checkpoint only catches ConfigError and TypeError).
+@pytest.mark.parametrize("make", [
+    lambda: ModelConfig(dropout="0.1"),
+    lambda: ModelConfig(bias="no"),
+    lambda: TrainConfig(device=None),
+    lambda: TrainConfig(learning_rate="1e-3"),
+    lambda: TrainConfig(val_fraction=None),
+    lambda: TrainConfig(batch_size=True),
+    lambda: SampleConfig(temperature="0.8"),
+], ids=["dropout-str", "bias-str", "device-none", "lr-str", "val-none", "batch-bool", "temp-str"])
+def test_wrong_types_give_config_error(make):
+    with pytest.raises(ConfigError):
+        make()
+
+
+@pytest.mark.parametrize("changes, field", [
+    (dict(strategy="sample", temperature=0.0), "temperature"),
+    (dict(strategy="sample", temperature=-1.0), "temperature"),
+    (dict(max_new_tokens=0), "max_new_tokens"),
+    (dict(top_k=0), "top_k"),
+    (dict(top_p=0.0), "top_p"),
+    (dict(top_p=1.5), "top_p"),
+    (dict(min_p=-0.1), "min_p"),
+    (dict(min_p=1.1), "min_p"),
+    (dict(repetition_penalty=0.0), "repetition_penalty"),
+    (dict(no_repeat_ngram_size=-1), "no_repeat_ngram_size"),
+    (dict(num_beams=0), "num_beams"),
+    (dict(strategy="sample", num_beams=4), "beam"),
+    (dict(strategy="greedy", num_beams=4), "beam"),
+    (dict(strategy="beam", num_beams=1), "num_beams"),
+    (dict(stop=("",)), "stop"),
+])
+def test_sample_config_bad_field(changes, field):
+    with pytest.raises(ConfigError, match=field):
+        SampleConfig(**changes)
+
+
+def test_sample_config_temperature_zero_is_fine_for_greedy_and_beam():
+    assert SampleConfig(strategy="greedy", temperature=0.0).temperature == 0.0
+    assert SampleConfig(strategy="beam", num_beams=3, temperature=0.0).num_beams == 3
+    assert SampleConfig(top_p=1.0, min_p=0.0, top_k=5).top_p == 1.0
+
+
+def test_sample_config_stop_list_becomes_tuple():
+    config = SampleConfig(stop=["\n\n", "THE END"])
+    assert config.stop == ("\n\n", "THE END")
+    hash(config)  # frozen and hashable, so a list would have broken it
+
+
+def test_sample_config_single_stop_string_is_not_split():
+    assert SampleConfig(stop="\n\n").stop == ("\n\n",)
+
+
+# --------------------------------------------------------------------------------------------
+# Presets, overrides, serialisation
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_build_valid_configs(name):
+    model = ModelConfig.preset(name)
+    train = TrainConfig.preset(name)
+    assert isinstance(model, ModelConfig) and isinstance(train, TrainConfig)
+    assert PRESETS[name].description
+    assert model.num_params() > 0
+    assert train.warmup_steps < train.max_steps
+
+
+def test_default_preset_exists_and_known_presets():
+    assert DEFAULT_PRESET in PRESETS
+    assert {"tiny", "char-cpu", "gpt2"} <= set(PRESETS)
+
+
+def test_gpt2_preset_is_gpt2_small():
+    model = ModelConfig.preset("gpt2")
+    assert (model.vocab_size, model.block_size, model.n_layer, model.n_head, model.n_embd) == (50257, 1024, 12, 12, 768)
+    assert TrainConfig.preset("gpt2").tokenizer == "gpt2"
+    # 124M with the tied head, the number GPT-2 small is known by.
+    assert model.num_params() == 124_439_808
+
+
+def test_nanogpt_char_preset_size():
+    # nanoGPT's Shakespeare char model (bias=False, its train.py default) reports
+    # "number of parameters: 10.65M", a count that leaves out wpe.
+    model = ModelConfig.preset("char-gpu", bias=False)
+    assert round((model.num_params() - model.block_size * model.n_embd) / 1e6, 2) == 10.65
+
+
+def test_preset_overrides():
+    model = ModelConfig.preset("tiny", n_layer=3, dropout=0.1)
+    assert model.n_layer == 3 and model.dropout == 0.1
+    assert model.n_embd == PRESETS["tiny"].model["n_embd"]
+    train = TrainConfig.preset("tiny", max_steps=7, warmup_steps=2)
+    assert train.max_steps == 7 and train.batch_size == PRESETS["tiny"].train["batch_size"]
+
+
+def test_preset_overrides_are_validated():
+    with pytest.raises(ConfigError, match="n_head"):
+        ModelConfig.preset("tiny", n_head=5)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="tiny"):  # the message lists the choices
+        preset("huge")
+    with pytest.raises(ConfigError, match="huge"):
+        ModelConfig.preset("huge")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ModelConfig.preset("tiny", n_layers=3),
+    lambda: TrainConfig.preset("tiny", lr=1e-3),
+    lambda: ModelConfig().replace(heads=2),
+    lambda: TrainConfig().replace(steps=2),
+    lambda: SampleConfig().replace(temp=0.5),
+    lambda: ModelConfig.from_dict({"n_layer": 2, "depth": 4}),
+    lambda: SampleConfig.from_dict({"beams": 2}),
+])
+def test_unknown_names_raise(make):
+    with pytest.raises(ConfigError, match="Unknown .* setting") as info:
+        make()
+    assert "Known:" in str(info.value)
+
+
+def test_replace_validates_and_keeps_the_original():
+    base = ModelConfig()
+    wider = base.replace(n_embd=768)
+    assert wider.n_embd == 768 and base.n_embd == 384
+    with pytest.raises(ConfigError):
+        base.replace(n_embd=100)
+    with pytest.raises(ConfigError):
+        SampleConfig().replace(temperature=0.0)
+    assert SampleConfig().replace(strategy="greedy", temperature=0.0).strategy == "greedy"
+
+
+@pytest.mark.parametrize("config", [
+    ModelConfig(vocab_size=100, bias=False, dropout=0.1),
+    TrainConfig(tokenizer="gpt2", max_time=12.5, patience=4, lr_schedule="linear"),
+    SampleConfig(strategy="beam", num_beams=3, stop=("\n",), seed=7, top_k=10),
+], ids=["model", "train", "sample"])
+def test_from_dict_round_trip(config):
+    cls = type(config)
+    assert cls.from_dict(asdict(config)) == config
+    assert cls.from_dict(to_dict(config)) == config
+
+
+def test_to_dict_is_json_serialisable():
+    import json
+
+    values = to_dict(SampleConfig(stop=("a", "b")))
+    assert values["stop"] == ["a", "b"]
+    assert SampleConfig.from_dict(json.loads(json.dumps(values))) == SampleConfig(stop=("a", "b"))
+
+
+def test_configs_are_frozen():
+    with pytest.raises(FrozenInstanceError):
+        ModelConfig().n_layer = 3  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------------------------
+# Derived numbers
+
+
+def test_head_size():
+    assert ModelConfig(n_embd=384, n_head=6).head_size == 64
+
+
+def test_num_params_without_embeddings():
+    c = ModelConfig(vocab_size=100, block_size=16, n_embd=32, n_head=2, n_layer=2)
+    assert c.num_params() - c.num_params(include_embeddings=False) == (100 + 16) * 32
+
+
+def test_flops_per_token_grows_with_size():
+    small = ModelConfig.preset("tiny")
+    big = ModelConfig.preset("char-cpu")
+    assert 6 * small.num_params(include_embeddings=False) < small.flops_per_token() < big.flops_per_token()
+
+
+def test_training_memory_grows_with_batch_and_model():
+    c = ModelConfig.preset("tiny")
+    sizes = [c.training_memory_bytes(b) for b in (1, 2, 8, 64)]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4
+    assert c.training_memory_bytes(1) > 4 * c.num_params() * 4  # at least weights, grads, two moments
+    assert ModelConfig.preset("gpt2").training_memory_bytes(8) > c.training_memory_bytes(8)
+    assert c.training_memory_bytes(8, bytes_per_float=2) < c.training_memory_bytes(8)
+
+
+# --------------------------------------------------------------------------------------------
+# Learning-rate schedule
+
+
+def _schedule(**kw):
+    base = dict(learning_rate=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=100)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+def test_warmup_rises_linearly_to_the_peak(schedule):
+    c = _schedule(lr_schedule=schedule)
+    lrs = [c.lr_at(s) for s in range(c.warmup_steps + 1)]
+    steps = [b - a for a, b in zip(lrs, lrs[1:])]
+    assert all(s > 0 for s in steps)
+    assert all(math.isclose(s, steps[0], rel_tol=1e-9) for s in steps)  # a straight line
+    assert 0 < lrs[0] < c.learning_rate  # the first step already learns something
+    assert math.isclose(lrs[-1], c.learning_rate)
+
+
+def test_cosine_reaches_min_lr_at_max_steps():
+    c = _schedule(lr_schedule="cosine")
+    assert math.isclose(c.lr_at(c.max_steps), c.min_lr)
+    assert math.isclose(c.lr_at(c.max_steps + 50), c.min_lr)  # clamped past the end
+    mid = c.warmup_steps + (c.max_steps - c.warmup_steps) / 2
+    assert math.isclose(c.lr_at(mid), (c.learning_rate + c.min_lr) / 2)
+
+
+def test_linear_is_a_straight_line_to_min_lr():
+    c = _schedule(lr_schedule="linear")
+    assert math.isclose(c.lr_at(c.max_steps), c.min_lr)
+    after = [c.lr_at(s) for s in range(c.warmup_steps, c.max_steps + 1)]
+    steps = [a - b for a, b in zip(after, after[1:])]
+    assert all(math.isclose(s, steps[0], rel_tol=1e-9) for s in steps)
+    mid = c.warmup_steps + (c.max_steps - c.warmup_steps) / 2
+    assert math.isclose(c.lr_at(mid), (c.learning_rate + c.min_lr) / 2)
+
+
+def test_constant_stays_at_the_peak():
+    c = _schedule(lr_schedule="constant")
+    assert all(c.lr_at(s) == c.learning_rate for s in range(c.warmup_steps, 2 * c.max_steps))
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_decay_is_monotone_and_bounded(schedule):
+    c = _schedule(lr_schedule=schedule)
+    lrs = [c.lr_at(s) for s in range(c.warmup_steps, c.max_steps + 20)]
+    assert all(b <= a for a, b in zip(lrs, lrs[1:]))
+    assert all(c.min_lr - 1e-15 <= lr <= c.learning_rate for lr in lrs)
+
+
+def test_no_warmup_starts_at_the_peak():
+    c = _schedule(warmup_steps=0)
+    assert c.lr_at(0) == c.learning_rate
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_schedule_follows_the_clock_when_it_is_further_along(schedule):
+    # With max_time the decay follows whichever is further along, the steps or the wall clock.
+    c = _schedule(lr_schedule=schedule)
+    assert math.isclose(c.lr_at(30, time_fraction=1.0), c.min_lr)
+    assert c.lr_at(30, time_fraction=0.5) < c.lr_at(30)
+    mid = c.warmup_steps + (c.max_steps - c.warmup_steps) // 2
+    assert math.isclose(c.lr_at(20, time_fraction=0.5), c.lr_at(mid))
+    assert c.lr_at(80, time_fraction=0.1) == c.lr_at(80)  # the steps are further along here
+    assert c.lr_at(c.max_steps, time_fraction=0.0) == c.lr_at(c.max_steps, time_fraction=1.0)
+    fractions = [c.lr_at(30, time_fraction=f / 10) for f in range(11)]
+    assert all(b <= a for a, b in zip(fractions, fractions[1:]))
+
+
+def test_warmup_longer_than_training_does_not_crash():
+    c = _schedule(warmup_steps=200, max_steps=100)
+    lrs = [c.lr_at(s) for s in range(0, 300)]
+    assert all(0 < lr <= c.learning_rate for lr in lrs)
