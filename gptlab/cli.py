@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model (on the bundled Shakespeare unless --data is given)")
     p.add_argument("--data", nargs="+", metavar="PATH", help=".txt or .md files (default: bundled Shakespeare)")
-    p.add_argument("--preset", default=DEFAULT_PRESET, choices=list(PRESETS),
+    p.add_argument("--preset", choices=list(PRESETS),
                    help=f"named settings to start from (default {DEFAULT_PRESET})")
     p.add_argument("--out", help="run folder for checkpoints and metrics (default: runs/<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue a stopped run (its folder or a checkpoint in it)")
@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, metavar="DIR")
     p.add_argument("--repo-id", required=True, metavar="NAME", help="e.g. your-name/shakespeare-gpt")
     p.add_argument("--private", action="store_true")
-    p.add_argument("--token", help="a Hugging Face token (default: HF_TOKEN or your saved login)")
+    p.add_argument("--token", help="a Hugging Face token; better leave it out and use HF_TOKEN or "
+                                   "`huggingface-cli login`, which keep it out of your shell history")
     return parser
 
 
@@ -114,11 +115,17 @@ def cmd_train(args) -> int:
 
     stop = threading.Event()
     if args.resume:
+        ignored = sorted(set(_overrides(args, ModelConfig)) | set(_overrides(args, TrainConfig)) - {"max_steps", "max_time"})
+        if args.preset or args.init_from or ignored:
+            flags = [f"--{n.replace('_', '-')}" for n in ignored] + ["--preset"] * bool(args.preset)
+            raise ValueError(f"A resumed run keeps its own settings, so {', '.join(flags + ['--init-from'] * bool(args.init_from))} "
+                             "cannot be used with --resume; only --max-steps, --max-time, --data and --out can.")
         run = TrainingRun(resume=args.resume, out_dir=args.out, data_paths=args.data,
                           max_steps=args.max_steps, max_time=args.max_time)
     else:
-        run = TrainingRun(model_config=ModelConfig.preset(args.preset, **_overrides(args, ModelConfig)),
-                          train_config=TrainConfig.preset(args.preset, **_overrides(args, TrainConfig)),
+        preset = args.preset or DEFAULT_PRESET
+        run = TrainingRun(model_config=ModelConfig.preset(preset, **_overrides(args, ModelConfig)),
+                          train_config=TrainConfig.preset(preset, **_overrides(args, TrainConfig)),
                           out_dir=args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}",
                           data_paths=args.data, init_from=args.init_from)
     out, stats = run.out_dir, run.data.stats
@@ -278,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (ValueError, OSError) as e:  # our errors are ValueErrors with sentences; OSErrors name the file
-        message = str(e).strip() or type(e).__name__
+        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

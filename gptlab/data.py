@@ -7,6 +7,7 @@ two evaluations of the same weights give the same number.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -60,6 +61,8 @@ def decode_text(raw: bytes, name: str = "the text") -> str:
 
 def read_text_file(path: str | os.PathLike) -> str:
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder; give the text files inside it.")
     if path.suffix.lower() not in TEXT_SUFFIXES:
         raise DataError(f"{path.name} is not a .txt or .md file; give plain-text files with one of those endings.")
     try:
@@ -104,7 +107,7 @@ def tokenize_corpus(documents: Sequence[str], tokenizer_kind: str) -> tuple[Toke
 
 
 def split_sizes(n_tokens: int, val_fraction: float) -> tuple[int, int]:
-    n_train = int(n_tokens * (1.0 - val_fraction))
+    n_train = math.floor(n_tokens * (1 - Fraction(str(val_fraction))))  # exact: 90 * 0.7 is 63, not 62.99
     return n_train, n_tokens - n_train
 
 

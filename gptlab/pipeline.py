@@ -100,7 +100,8 @@ class TrainingRun:
             model_config = source.model_config
             limits = {k: v for k, v in (("max_steps", max_steps), ("max_time", max_time)) if v is not None}
             train_config = source.train_config.replace(**limits)
-            data_paths = data_paths or source.extra.get("data", {}).get("paths") or None
+            if not texts:
+                data_paths = data_paths or source.extra.get("data", {}).get("paths") or None
         else:
             if model_config is None or train_config is None or out_dir is None:
                 raise ConfigError("A new run needs a model config, a train config and an output folder.")
@@ -120,6 +121,9 @@ class TrainingRun:
         tokenizer: Tokenizer | str = source.tokenizer if source is not None else train_config.tokenizer
         self.data = prepare_data(self.documents, tokenizer, model_config.block_size, train_config.val_fraction,
                                  [str(p) for p in data_paths or ()] + (["pasted text"] if texts else []))
+        if texts and not self.resumed:
+            # Pasted text lives only in memory: keep a copy, so the run can be resumed later.
+            data_paths = list(data_paths or ()) + self._keep_pasted(texts)
         if source is None:
             model_config = model_config.replace(vocab_size=self.data.tokenizer.vocab_size)
         self.model_config, self.train_config = model_config, train_config
@@ -132,10 +136,16 @@ class TrainingRun:
             model = source.load_model()
             model.crop_block_size(model_config.block_size)
             model.set_dropout(model_config.dropout)
-        self.extra = {"data": {**self.data.description, "paths": [str(Path(p).resolve()) for p in data_paths or ()]},
-                      "stats": self.data.stats.as_dict()}
+        if self.resumed:
+            self.extra = source.extra
+        else:
+            paths = [str(Path(p).resolve()) for p in data_paths or ()]
+            self.extra = {"data": {**self.data.description, "paths": paths}, "stats": self.data.stats.as_dict()}
         if init_from is not None:
             self.extra["init_from"] = str(source.path)
+            base = source.extra.get("base_model") or source.extra.get("source")
+            self.extra.update({"base_model": base} if base else {},
+                              **{"license": source.extra["license"]} if "license" in source.extra else {})
         self.trainer = Trainer(model, train_config, self.data.dataset, save=self._save, sample=self._sample,
                                device=device)
         if source is not None and resume is not None:
@@ -143,6 +153,16 @@ class TrainingRun:
         self._prompt = sample_prompt_ids(self.data.tokenizer, self.documents)
         self._sample_config = SampleConfig(max_new_tokens=train_config.sample_tokens, temperature=0.8,
                                            seed=train_config.seed)
+
+    def _keep_pasted(self, texts: Sequence[str]) -> list[Path]:
+        folder = self.out_dir / "data"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, text in enumerate(texts, 1):
+            path = folder / f"pasted-{i}.txt"
+            path.write_text(text, encoding="utf-8")
+            paths.append(path)
+        return paths
 
     def _save(self, label: str, trainer_state: dict | None, metrics: dict) -> str:
         return str(save_checkpoint(self.out_dir / label, self.trainer.model, self.model_config, self.data.tokenizer,
