@@ -40,6 +40,11 @@ CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
 INDEX_FILE = "model.safetensors.index.json"  # sharded safetensors: maps each tensor to its shard
 CHARS_FILE = "vocab_chars.json"  # a char model's vocabulary: a JSON list, token id = position
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+# Files an export may write. A push deletes these from the repository unless it uploads them again, so
+# nothing stale (say, GPT-2 tokenizer files beside a char model) outlives a new push; others are kept.
+EXPORT_FILES = ("model.safetensors", "model.safetensors.index.json", "model-*.safetensors", "vocab.json",
+                "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                "generation_config.json", "vocab_chars.json", "loss.png")
 LOSS_PLOT = "loss.png"  # drawn elsewhere (the trainer's consumers); the card links it when present
 
 # Short names for the GPT-2 checkpoints OpenAI released; all use GPT-2's BPE and the MIT license.
@@ -149,14 +154,17 @@ def _load_weights(model: GPT, hf_sd: dict[str, torch.Tensor], where: str) -> Non
     if "lm_head.weight" in hf_sd and not torch.equal(hf_sd["lm_head.weight"], sd["transformer.wte.weight"]):
         raise HubError(f"{where}: lm_head.weight differs from wte.weight, but GPT-2 (and gptlab) share one matrix.")
     expected = model.state_dict()
-    problems = [f"missing {', '.join(_short(sorted(expected.keys() - sd.keys())))}"] if expected.keys() - sd.keys() else []
-    problems += [f"unexpected {', '.join(_short(sorted(sd.keys() - expected.keys())))}"] if sd.keys() - expected.keys() else []
+    missing, unexpected = sorted(expected.keys() - sd.keys()), sorted(sd.keys() - expected.keys())
+    problems = [f"missing {', '.join(_short(missing))}"] if missing else []
+    problems += [f"unexpected {', '.join(_short(unexpected))}"] if unexpected else []
     problems += [f"{k} has shape {tuple(sd[k].shape)}, expected {tuple(v.shape)}"
                  for k, v in expected.items() if k in sd and sd[k].shape != v.shape][:10]
     if problems:
         raise HubError(f"{where}: the weights do not match the model in config.json:\n"
                        + "\n".join(f"  - {p}" for p in problems))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, assign=True)
+    model.lm_head.weight = model.transformer.wte.weight  # assign=True gave each name its own Parameter; tie again
+    assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()]), "a tensor was left unloaded"
 
 
 def _short(names: list[str], n: int = 8) -> list[str]:
@@ -201,7 +209,8 @@ def _download(repo_id: str, filename: str, *, revision, cache_dir, local_files_o
         raise HubError(f"{repo_id} has no revision {revision!r}; use a branch, tag or commit that exists.") from None
     except HfHubHTTPError as e:
         raise HubError(f"The Hugging Face Hub refused to send {filename} from {repo_id} "
-                       f"(HTTP {e.response.status_code}); try again later, or log in if the model is private.") from None
+                       f"(HTTP {e.response.status_code}); try again later, or log in if the model is private."
+                       ) from None
     except (ConnectionError, httpx2.TransportError):  # e.g. a proxy error, which hf_hub_download re-raises
         raise HubError(_offline_message(repo_id, cache_dir)) from None
 
@@ -247,7 +256,8 @@ def _hub_files(repo_id: str, **kw) -> tuple[Path, list[Path], None]:
     try:
         config = _download(repo_id, CONFIG_FILE, **kw)
     except _Absent as e:
-        raise offline if e.offline else HubError(f"{repo_id} has no config.json, so it is not a transformers model.") from None
+        no_config = HubError(f"{repo_id} has no config.json, so it is not a transformers model.")
+        raise offline if e.offline else no_config from None
     try:
         return config, [_download(repo_id, WEIGHTS_FILE, **kw)], None
     except _Absent as e:
@@ -291,7 +301,8 @@ def _tokenizer_for(hf: dict, folder: Path | None, repo_id: str | None, kw: dict,
             path = folder / CHARS_FILE if folder else _download(repo_id, CHARS_FILE, **kw)
             return CharTokenizer(json.loads(path.read_text(encoding="utf-8")))
         except (_Absent, OSError, ValueError, TypeError):
-            raise HubError(f"{where} is a gptlab character model, but its {CHARS_FILE} is missing or damaged.") from None
+            raise HubError(f"{where} is a gptlab character model, but its {CHARS_FILE} is missing or damaged."
+                           ) from None
     if hf["vocab_size"] < GPT2Tokenizer().vocab_size:
         raise HubError(f"{where} has {hf['vocab_size']} tokens, fewer than GPT-2's 50257, so it uses another "
                        "tokenizer, which gptlab cannot use.")
@@ -342,7 +353,8 @@ def load_pretrained(name_or_path: str | os.PathLike, *, cache_dir=None, revision
             hf_sd.update(load_file(str(path)))
         except (SafetensorError, OSError) as e:
             raise HubError(f"{where}: {path.name} cannot be read as safetensors ({e}).") from None
-    model = GPT(config)
+    with torch.device("meta"):  # no time or memory spent on random weights that are about to be replaced
+        model = GPT(config)
     _load_weights(model, hf_sd, where)
     commit = weight_paths[0].parent.name if repo_id else None  # hub files live in snapshots/<commit>/
     return PretrainedModel(model.eval(), config, tokenizer, repo_id or where, commit)
@@ -425,7 +437,8 @@ def push_to_hub(checkpoint_dir, repo_id: str, *, token: str | None = None, priva
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
-        raise HubError(f"{repo_id!r} is not a valid Hub repository name; use user/name, e.g. alice/shakespeare-gpt.") from None
+        raise HubError(f"{repo_id!r} is not a valid Hub repository name; use user/name, "
+                       "e.g. alice/shakespeare-gpt.") from None
     api = api or HfApi()
     with tempfile.TemporaryDirectory(prefix="gptlab-push-") as tmp:
         folder = export_hf(checkpoint_dir, Path(tmp) / "export", repo_id=repo_id)
@@ -433,7 +446,8 @@ def push_to_hub(checkpoint_dir, repo_id: str, *, token: str | None = None, priva
             url = api.create_repo(repo_id, token=token, private=private, exist_ok=True, repo_type="model")
             full_id = getattr(url, "repo_id", None) or repo_id  # a bare name gets the user's namespace
             api.upload_folder(repo_id=full_id, folder_path=str(folder), repo_type="model", token=token,
-                              commit_message=commit_message or "Upload a GPT Lab model")
+                              commit_message=commit_message or "Upload a GPT Lab model",
+                              delete_patterns=list(EXPORT_FILES))
         except Exception as e:
             raise HubError(_scrub(_push_message(e, repo_id), token)) from None
     return str(url)
@@ -452,7 +466,8 @@ def _push_message(e: Exception, repo_id: str) -> str:
         if status == 403:
             return (f"The token may not write to {repo_id} (HTTP 403): use a token with write access, and a "
                     "namespace that is yours or your organisation's.")
-        return f"The Hugging Face Hub refused the upload to {repo_id} (HTTP {status}): {e.server_message or 'no details'}."
+        details = e.server_message or "no details"
+        return f"The Hugging Face Hub refused the upload to {repo_id} (HTTP {status}): {details}."
     return f"Uploading to {repo_id} failed: {type(e).__name__}: {e}"
 
 
@@ -464,6 +479,7 @@ def _scrub(message: str, token: str | None) -> str:
 # The model card (README.md)
 
 METRIC_LABELS = {"train_loss": "Training loss", "val_loss": "Validation loss", "best_val_loss": "Best validation loss"}
+DATA_COUNTS = ("documents", "characters", "tokens", "train_tokens", "val_tokens", "vocab_used")
 CARD_SKIPS_TRAIN = ("device", "compile", "log_interval", "sample_interval", "sample_tokens", "checkpoint_interval")
 
 
@@ -486,6 +502,19 @@ def _hub_id(value) -> str | None:
         return None
 
 
+def _base_model(extra: dict) -> str | None:
+    """The Hub model this one started from: extra["base_model"] or extra["source"], else those of the
+    checkpoint named by extra["init_from"] (a fine-tuning run's starting point), if it is still there."""
+    found = _hub_id(extra.get("base_model")) or _hub_id(extra.get("source"))
+    if found is None and isinstance(extra.get("init_from"), str):
+        try:
+            parent = load_checkpoint(extra["init_from"]).extra
+            found = _hub_id(parent.get("base_model")) or _hub_id(parent.get("source"))
+        except (ValueError, OSError):  # moved or deleted since: the card just leaves the base model out
+            pass
+    return found
+
+
 def _table(rows: list[tuple[str, object]], header: str = "Setting") -> str:
     def cell(v) -> str:
         text = f"{v:.5g}" if isinstance(v, float) and len(repr(v)) > 10 else str(v)
@@ -497,15 +526,19 @@ def model_card(checkpoint: Checkpoint | str | os.PathLike, *, repo_id: str | Non
                loss_plot: str | None = None) -> str:
     """README.md text for a checkpoint's Hugging Face repository: YAML metadata, model and training
     settings, the training data, the final losses, the loss plot (loss_plot: a file name beside the
-    README) and how to use the model. Reads extra["data"] ({"name", "description", "characters",
-    "tokens", "license"}), extra["source"], extra["base_model"] and extra["license"], and the metrics
-    train_loss, val_loss and best_val_loss (any other number in metrics is listed too)."""
+    README) and how to use the model.
+
+    Reads from checkpoint.extra: "data" ({"description", "sources", "documents", "characters", "tokens",
+    "license"}; only the file names of sources are shown, never local paths), "stats" ({"train_tokens",
+    "val_tokens", "vocab_used"}), "source" and "source_revision" (an imported model), "base_model" or
+    "init_from" (where fine-tuning started) and "license". From checkpoint.metrics: train_loss, val_loss
+    and best_val_loss; any other number there is listed too."""
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     cfg, char = ckpt.model_config, isinstance(ckpt.tokenizer, CharTokenizer)
     extra, metrics = ckpt.extra, ckpt.metrics
     data = extra.get("data") if isinstance(extra.get("data"), dict) else {}
-    source = _hub_id(extra.get("source"))
-    base = _hub_id(extra.get("base_model")) or source
+    stats = extra.get("stats") if isinstance(extra.get("stats"), dict) else {}
+    source, base = _hub_id(extra.get("source")), _base_model(extra)
     license_id = extra.get("license") or data.get("license") or KNOWN_LICENSES.get(base)
     name = repo_id or "path/to/this/folder"
     meta = ["---", "library_name: transformers", "pipeline_tag: text-generation"]
@@ -521,6 +554,8 @@ def model_card(checkpoint: Checkpoint | str | os.PathLike, *, repo_id: str | Non
     if source:
         out += [f"The weights were imported from [{source}](https://huggingface.co/{source})"
                 + (f" at commit `{extra['source_revision']}`." if extra.get("source_revision") else "."), ""]
+    elif base:
+        out += [f"Fine-tuned from [{base}](https://huggingface.co/{base}).", ""]
 
     out += ["## Model", "", _table([(k, v) for k, v in to_dict(cfg).items()]
                                    + [("parameters", f"{cfg.num_params():,}")]), ""]
@@ -535,10 +570,14 @@ def model_card(checkpoint: Checkpoint | str | os.PathLike, *, repo_id: str | Non
                 "the transformers tokenizer turns it into the end-of-text token.)", ""]
 
     out += ["## Training data", ""]
-    if data:
+    if data or stats:
         out += [str(data["description"]), ""] if data.get("description") else []
-        out += [_table([(k, f"{data[k]:,}" if isinstance(data[k], int) else data[k])
-                       for k in ("name", "characters", "tokens", "license") if k in data], "Data"), ""]
+        sources = [Path(str(p)).name for p in data.get("sources") or []]  # file names only: paths are private
+        rows = [("sources", ", ".join(sources))] if sources else []
+        rows += [(k, f"{counts[k]:,}") for k in DATA_COUNTS for counts in (data, stats)
+                 if isinstance(counts.get(k), int) and not (counts is stats and k in data)]
+        rows += [("license", data["license"])] if data.get("license") else []
+        out += [_table(rows, "Data"), ""] if rows else []
     else:
         out += [f"Pretrained by the authors of {source}; see its model card." if source else "Not recorded.", ""]
 
@@ -551,7 +590,7 @@ def model_card(checkpoint: Checkpoint | str | os.PathLike, *, repo_id: str | Non
         rows = [(METRIC_LABELS[k], numbers[k]) for k in METRIC_LABELS if k in numbers]
         if "val_loss" in numbers:
             rows.append(("Validation perplexity", float(torch.tensor(float(numbers["val_loss"])).exp())))
-        rows += [(k, v) for k, v in numbers.items() if k not in METRIC_LABELS]
+        rows += [(k, v) for k, v in numbers.items() if k not in METRIC_LABELS and k != "step"]
         out += ["## Results", ""] + ([_table(rows, "Metric"), ""] if rows else [])
         out += [f"![Training and validation loss]({loss_plot})", ""] if loss_plot else []
 
@@ -573,10 +612,10 @@ def model_card(checkpoint: Checkpoint | str | os.PathLike, *, repo_id: str | Non
                 f"out = model.generate(ids, max_new_tokens={max(1, min(100, cfg.block_size - 4))}, do_sample=True, "
                 "top_k=50)",
                 "print(tokenizer.decode(out[0]))"]
-    out += ["```", "", f"Back into GPT Lab: `python -m gptlab import {name} <checkpoint folder>`.", ""]
+    out += ["```", "", f"Back into GPT Lab: `python -m gptlab import --model {name} --out <checkpoint folder>`.", ""]
     out += ["## Limitations", "", "A small model imitates the style of the text it was trained on and makes things "
             "up; do not rely on what it writes for facts or for decisions about people."
-            + (" GPT-2's own limitations and biases apply too (see its model card)." if base else ""), ""]
+            + (f" The limitations and biases of {base} apply too (see its model card)." if base else ""), ""]
     return "\n".join(out)
 
 
