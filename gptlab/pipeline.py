@@ -22,10 +22,12 @@ from gptlab.data import DEFAULT_CORPUS, DataStats, TokenDataset, decode_text, en
 from gptlab.events import Event
 from gptlab.generate import generate
 from gptlab.model import GPT
+from gptlab.plots import save_loss_plot
 from gptlab.tokenizers import Tokenizer
 from gptlab.trainer import Trainer, pick_device
 
 METRICS_FILE = "metrics.jsonl"
+LOSS_PLOT = "loss.png"
 
 
 @dataclass
@@ -180,4 +182,16 @@ class TrainingRun:
             for event in self.trainer.run(stop):
                 log.write(json.dumps(event.as_dict()) + "\n")
                 log.flush()
+                if event.kind == "done":
+                    # The whole history (a resumed run's too), for the model card and the README.
+                    save_loss_plot(read_events(self.out_dir), self.out_dir / LOSS_PLOT, self.model_config.vocab_size)
                 yield event
+
+
+def read_events(run_dir: str | os.PathLike, start: int = 0) -> list[dict]:
+    """A run's events from line `start` of its metrics log; a line still being written is left out."""
+    try:
+        text = (Path(run_dir) / METRICS_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.split("\n")[:-1][start:] if line]

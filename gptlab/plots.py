@@ -1,0 +1,100 @@
+"""Figures of a run's events (the dicts in metrics.jsonl), for the app, the CLI and model cards.
+
+Figures are built with matplotlib's object API (no pyplot), so threads never share global figure
+state and nothing leaks when a figure is dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from matplotlib.figure import Figure
+
+TRAIN_COLOUR, VAL_COLOUR = "#1f77b4", "#d62728"
+
+
+def _series(events: Iterable[dict], kind: str, key: str, x: str = "step") -> tuple[list, list]:
+    xs, ys = [], []
+    for e in events:
+        if e.get("event") == kind and e.get(key) is not None and math.isfinite(e[key]):
+            xs.append(e["tokens_seen"] if x == "tokens" else e["step"])
+            ys.append(e[key])
+    return xs, ys
+
+
+def loss_figure(events: Sequence[dict], vocab_size: int | None = None, *, log_scale: bool = False,
+                x: str = "step", title: str | None = None) -> Figure:
+    """Training loss per step, train/val loss at evaluations, and ln(vocab): the loss of a model
+    that guesses uniformly at random."""
+    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    sx, sy = _series(events, "step", "loss", x)
+    if sx:
+        ax.plot(sx, sy, color=TRAIN_COLOUR, alpha=0.3, linewidth=1, label="train loss (each step)")
+    for key, colour, label in (("train_loss", TRAIN_COLOUR, "train loss (eval)"),
+                               ("val_loss", VAL_COLOUR, "validation loss")):
+        ex, ey = _series(events, "eval", key, x)
+        if ex:
+            ax.plot(ex, ey, "o-", color=colour, markersize=4, linewidth=2, label=label)
+    if vocab_size:
+        ax.axhline(math.log(vocab_size), color="grey", linestyle="--", linewidth=1,
+                   label=f"random guessing (ln {vocab_size} = {math.log(vocab_size):.2f})")
+    if log_scale:
+        ax.set_yscale("log")
+    ax.set_xlabel("tokens seen" if x == "tokens" else "step")
+    ax.set_ylabel("loss (cross-entropy, nats)")
+    ax.set_title(title or "Loss")
+    ax.grid(alpha=0.3)
+    if ax.has_data():
+        ax.legend(loc="upper right", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "No training yet: start a run to see the loss fall.", ha="center", va="center",
+                transform=ax.transAxes, color="grey")
+    return fig
+
+
+def dynamics_figure(events: Sequence[dict]) -> Figure:
+    """Learning rate, gradient norm (before clipping) and throughput per step."""
+    fig = Figure(figsize=(8, 2.6), layout="constrained")
+    panels = (("lr", "learning rate"), ("grad_norm", "gradient norm"), ("tokens_per_sec", "tokens / s"))
+    for i, (key, label) in enumerate(panels, 1):
+        ax = fig.add_subplot(1, 3, i)
+        xs, ys = _series(events, "step", key)
+        if xs:
+            ax.plot(xs, ys, linewidth=1.2)
+        ax.set_title(label, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def compare_figure(runs: Sequence[tuple[str, Sequence[dict]]], *, log_scale: bool = False) -> Figure:
+    """Validation (solid) and training (dotted) loss of several runs, overlaid."""
+    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for i, (name, events) in enumerate(runs):
+        colour = f"C{i}"
+        for key, style in (("val_loss", "o-"), ("train_loss", ":")):
+            xs, ys = _series(events, "eval", key)
+            if xs:
+                ax.plot(xs, ys, style, color=colour, markersize=3,
+                        label=f"{name}: {'validation' if key == 'val_loss' else 'train'}")
+    if log_scale:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("Runs compared")
+    ax.grid(alpha=0.3)
+    if ax.has_data():
+        ax.legend(fontsize=8)
+    return fig
+
+
+def save_loss_plot(events: Sequence[dict], path: str | Path, vocab_size: int | None = None) -> Path:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.png")
+    loss_figure(events, vocab_size).savefig(tmp, dpi=110)
+    tmp.replace(path)
+    return path

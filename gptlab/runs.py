@@ -1,0 +1,195 @@
+"""A registry of training runs on disk, each trained by a background thread.
+
+The app's event handlers only observe runs through this registry, so a refresh, a closed tab or a
+dropped connection never touches the training itself. Every run belongs to an owner token (a
+browser's); a run is invisible to everyone else, and unknown and foreign run ids look the same.
+
+runs/<id>/ holds status.json, metrics.jsonl and the checkpoints of gptlab.pipeline.TrainingRun.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gptlab.config import ModelConfig, TrainConfig, to_dict
+from gptlab.pipeline import TrainingRun, read_events
+
+STATUS_FILE = "status.json"
+ACTIVE = ("running",)
+
+
+class RunError(ValueError):
+    pass
+
+
+class BusyError(RunError):
+    pass
+
+
+@dataclass
+class RunInfo:
+    id: str
+    owner: str
+    name: str
+    status: str  # running, finished, stopped, failed
+    created: float
+    ended: float | None = None
+    reason: str = ""
+    step: int = 0
+    best_val_loss: float | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def resumable(self) -> bool:
+        return self.status in ("stopped", "failed", "finished")
+
+
+class RunRegistry:
+    def __init__(self, root: str | os.PathLike, *, max_concurrent: int = 1, keep_per_owner: int = 10,
+                 max_age_s: float = 7 * 24 * 3600):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.max_concurrent, self.keep_per_owner, self.max_age_s = max_concurrent, keep_per_owner, max_age_s
+        self._lock = threading.Lock()
+        self._threads: dict[str, threading.Thread] = {}
+        self._stops: dict[str, threading.Event] = {}
+        self._mark_interrupted()
+
+    # -- disk ------------------------------------------------------------------------------
+
+    def _write(self, info: RunInfo) -> None:
+        path = self.root / info.id / STATUS_FILE
+        tmp = path.with_name(STATUS_FILE + ".tmp")
+        tmp.write_text(json.dumps(asdict(info)), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _read(self, run_id: str) -> RunInfo | None:
+        try:
+            return RunInfo(**json.loads((self.root / run_id / STATUS_FILE).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _all(self) -> list[RunInfo]:
+        infos = [self._read(p.name) for p in self.root.iterdir() if p.is_dir()]
+        return sorted((i for i in infos if i is not None), key=lambda i: i.created, reverse=True)
+
+    def _mark_interrupted(self) -> None:
+        """A run that was 'running' when the server stopped has no thread any more."""
+        for info in self._all():
+            if info.status in ACTIVE:
+                info.status, info.ended = "stopped", time.time()
+                info.reason = "the server restarted during training; resume to continue from the last checkpoint"
+                self._write(info)
+
+    # -- queries (owner-checked) -------------------------------------------------------------
+
+    def get(self, owner: str, run_id: str) -> RunInfo:
+        info = self._read(run_id) if run_id and run_id.isalnum() else None
+        if info is None or not secrets.compare_digest(info.owner, owner):
+            raise RunError(f"There is no run {run_id!r} in this browser session.")
+        return info
+
+    def list(self, owner: str) -> list[RunInfo]:
+        return [i for i in self._all() if secrets.compare_digest(i.owner, owner)]
+
+    def folder(self, owner: str, run_id: str) -> Path:
+        return self.root / self.get(owner, run_id).id
+
+    def events(self, owner: str, run_id: str, start: int = 0) -> list[dict]:
+        """The run's events from line `start` of its metrics log (complete lines only)."""
+        return read_events(self.folder(owner, run_id), start)
+
+    def active_count(self) -> int:
+        with self._lock:
+            return sum(t.is_alive() for t in self._threads.values())
+
+    # -- actions -------------------------------------------------------------------------------
+
+    def start(self, owner: str, *, model_config: ModelConfig | None = None, train_config: TrainConfig | None = None,
+              data_paths=None, texts=None, init_from=None, resume_id: str | None = None, name: str = "") -> str:
+        """Prepare a run (errors surface here, before any thread starts) and train it in the background."""
+        if not owner:
+            raise RunError("A run needs an owner.")
+        with self._lock:
+            if sum(t.is_alive() for t in self._threads.values()) >= self.max_concurrent:
+                raise BusyError(f"The server is already training {self.max_concurrent} model(s), its limit. "
+                                "Try again when a run has finished, or stop yours.")
+            if resume_id is not None:
+                info = self.get(owner, resume_id)
+                if info.id in self._threads and self._threads[info.id].is_alive():
+                    raise RunError("That run is still training.")
+                run = TrainingRun(resume=self.root / info.id, max_steps=train_config.max_steps if train_config else None,
+                                  max_time=train_config.max_time if train_config else None)
+                info.status, info.reason, info.ended = "running", "", None
+            else:
+                self.cleanup(owner)
+                run_id = secrets.token_hex(8)
+                run = TrainingRun(model_config=model_config, train_config=train_config, out_dir=self.root / run_id,
+                                  data_paths=data_paths, texts=texts, init_from=init_from)
+                info = RunInfo(id=run_id, owner=owner, name=name or time.strftime("run %H:%M:%S"), status="running",
+                               created=time.time(), model=to_dict(run.model_config), train=to_dict(run.train_config),
+                               data=run.data.description)
+            (self.root / info.id).mkdir(parents=True, exist_ok=True)
+            self._write(info)
+            stop = threading.Event()
+            thread = threading.Thread(target=self._train, args=(run, info, stop), name=f"train-{info.id}", daemon=True)
+            self._threads[info.id], self._stops[info.id] = thread, stop
+            thread.start()
+            return info.id
+
+    def _train(self, run: TrainingRun, info: RunInfo, stop: threading.Event) -> None:
+        try:
+            for event in run.events(stop):
+                info.step = event.step
+                if event.kind == "eval":
+                    info.best_val_loss = event.best_val_loss
+                elif event.kind == "done":
+                    info.status, info.reason = event.status, event.reason
+        except Exception as e:  # a crash must end as a visible 'failed' run, never a silent dead thread
+            info.status, info.reason = "failed", f"{type(e).__name__}: {e}"
+        finally:
+            if info.status == "running":
+                info.status, info.reason = "stopped", "training ended unexpectedly"
+            info.ended = time.time()
+            self._write(info)
+
+    def stop(self, owner: str, run_id: str) -> bool:
+        """Ask an owner's run to stop before its next optimiser step; True if it was running."""
+        info = self.get(owner, run_id)
+        with self._lock:
+            thread, stop = self._threads.get(info.id), self._stops.get(info.id)
+        if thread is None or not thread.is_alive():
+            return False
+        stop.set()
+        return True
+
+    def wait(self, run_id: str, timeout: float | None = None) -> None:
+        thread = self._threads.get(run_id)
+        if thread is not None:
+            thread.join(timeout)
+
+    def cleanup(self, owner: str | None = None) -> list[str]:
+        """Delete finished runs older than max_age_s, and an owner's oldest beyond keep_per_owner."""
+        removed, now = [], time.time()
+        infos = self._all()
+        per_owner: dict[str, int] = {}
+        for info in infos:  # newest first
+            if info.status in ACTIVE:
+                continue
+            per_owner[info.owner] = per_owner.get(info.owner, 0) + 1
+            too_old = info.ended is not None and now - info.ended > self.max_age_s
+            too_many = (owner is None or info.owner == owner) and per_owner[info.owner] > self.keep_per_owner
+            if too_old or too_many:
+                shutil.rmtree(self.root / info.id, ignore_errors=True)
+                removed.append(info.id)
+        return removed
