@@ -11,7 +11,7 @@ import torch
 from gptlab.checkpoint import STATE_FILE, load_checkpoint
 from gptlab.config import ConfigError, ModelConfig, TrainConfig
 from gptlab.data import DataError
-from gptlab.pipeline import METRICS_FILE, TrainingRun, resolve_checkpoint, run_folder_of
+from gptlab.pipeline import LOSS_PLOT, METRICS_FILE, TrainingRun, resolve_checkpoint, run_folder_of
 from gptlab.tokenizers import UnknownCharactersError
 
 TEXT = ("the quick brown fox jumps over the lazy dog. a stitch in time saves nine.\n"
@@ -62,7 +62,7 @@ def copy_run(trained, tmp_path):
 
 def test_a_run_writes_init_best_last_and_a_log(trained):
     run_dir = trained[0]
-    assert sorted(p.name for p in run_dir.iterdir()) == ["best", "init", "last", METRICS_FILE]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["best", "init", "last", LOSS_PLOT, METRICS_FILE]
     init, best, last = (load_checkpoint(run_dir / n) for n in ("init", "best", "last"))
     assert init.step == 0 and not init.resumable  # the untrained weights, only for comparisons
     assert last.step == 20 and last.resumable and (run_dir / "last" / STATE_FILE).is_file()
