@@ -51,7 +51,13 @@ class RunInfo:
 
     @property
     def resumable(self) -> bool:
+        """Not training now; whether it saved a checkpoint to resume from is checked on resume."""
         return self.status in ("stopped", "failed", "finished")
+
+
+def _same_owner(a: str, b: str) -> bool:
+    # compare_digest refuses non-ASCII str; bytes keep the comparison constant-time for any token.
+    return secrets.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
 
 
 class RunRegistry:
@@ -95,12 +101,12 @@ class RunRegistry:
 
     def get(self, owner: str, run_id: str) -> RunInfo:
         info = self._read(run_id) if run_id and run_id.isalnum() else None
-        if info is None or not secrets.compare_digest(info.owner, owner):
+        if info is None or not _same_owner(info.owner, owner):
             raise RunError(f"There is no run {run_id!r} in this browser session.")
         return info
 
     def list(self, owner: str) -> list[RunInfo]:
-        return [i for i in self._all() if secrets.compare_digest(i.owner, owner)]
+        return [i for i in self._all() if _same_owner(i.owner, owner)]
 
     def folder(self, owner: str, run_id: str) -> Path:
         return self.root / self.get(owner, run_id).id
@@ -128,14 +134,23 @@ class RunRegistry:
                 info = self.get(owner, resume_id)
                 if info.id in self._threads and self._threads[info.id].is_alive():
                     raise RunError("That run is still training.")
+                if not (self.root / info.id / "last").is_dir():
+                    raise RunError("That run saved no checkpoint before it ended, so it cannot be resumed; "
+                                   "start a new run instead.")
                 run = TrainingRun(resume=self.root / info.id, max_steps=train_config.max_steps if train_config else None,
                                   max_time=train_config.max_time if train_config else None)
                 info.status, info.reason, info.ended = "running", "", None
+                info.train = to_dict(run.train_config)
             else:
                 self.cleanup(owner)
                 run_id = secrets.token_hex(8)
-                run = TrainingRun(model_config=model_config, train_config=train_config, out_dir=self.root / run_id,
-                                  data_paths=data_paths, texts=texts, init_from=init_from)
+                try:
+                    run = TrainingRun(model_config=model_config, train_config=train_config, out_dir=self.root / run_id,
+                                      data_paths=self._keep_files(run_id, data_paths), texts=texts,
+                                      init_from=init_from)
+                except BaseException:
+                    shutil.rmtree(self.root / run_id, ignore_errors=True)  # a run that never started leaves nothing
+                    raise
                 info = RunInfo(id=run_id, owner=owner, name=name or time.strftime("run %H:%M:%S"), status="running",
                                created=time.time(), model=to_dict(run.model_config), train=to_dict(run.train_config),
                                data=run.data.description)
@@ -146,6 +161,22 @@ class RunRegistry:
             self._threads[info.id], self._stops[info.id] = thread, stop
             thread.start()
             return info.id
+
+    def _keep_files(self, run_id: str, paths) -> list[Path] | None:
+        """Copy uploaded files into the run folder: uploads are temporary, and a resume needs them."""
+        if not paths:
+            return None
+        folder = self.root / run_id / "data"
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = []
+        for i, path in enumerate(map(Path, paths), 1):
+            if not path.is_file():
+                kept.append(path)  # TrainingRun explains what is wrong with it
+                continue
+            target = folder / f"{i:02d}-{path.name}"
+            shutil.copyfile(path, target)
+            kept.append(target)
+        return kept
 
     def _train(self, run: TrainingRun, info: RunInfo, stop: threading.Event) -> None:
         try:
