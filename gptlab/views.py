@@ -1,0 +1,101 @@
+"""Plain-text and table views of data, runs and predictions, for the app (no gradio here).
+
+Kept apart from app.py so they can be tested without a server, and so the app stays layout and
+thin handlers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Sequence
+
+from gptlab.data import DataStats
+from gptlab.tokenizers import Tokenizer
+
+VISIBLE = {"\n": "⏎", " ": "␣", "\t": "⇥"}
+
+
+def show_token(text: str) -> str:
+    """A token's text with white space made visible, so a table cell never looks empty."""
+    return "".join(VISIBLE.get(c, c) for c in text) or "∅"
+
+
+def token_text(tokenizer: Tokenizer, token_id: int) -> str:
+    return show_token(tokenizer.decode_bytes([token_id]).decode("utf-8", errors="replace"))
+
+
+def stats_markdown(stats: DataStats, tokenizer: Tokenizer, block_size: int) -> str:
+    rows = [("characters", f"{stats.characters:,}"), ("tokens", f"{stats.tokens:,} ({tokenizer.name} tokenizer)"),
+            ("vocabulary used", f"{stats.vocab_used:,} of {stats.vocab_size:,}"),
+            ("train / validation tokens", f"{stats.train_tokens:,} / {stats.val_tokens:,}"),
+            (f"windows of {block_size} tokens per epoch", f"{stats.windows_per_epoch:,}")]
+    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def shift_table(tokenizer: Tokenizer, ids: Sequence[int], width: int = 12) -> list[list[str]]:
+    """The first `width` (input, target) pairs: at every position the model sees the tokens so
+    far and must predict the next one, so the targets are the inputs shifted left by one."""
+    ids = list(ids[: width + 1])
+    return [[str(i), token_text(tokenizer, ids[i]), token_text(tokenizer, ids[i + 1])] for i in range(len(ids) - 1)]
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    minutes, s = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{s:02d}"
+
+
+def run_status_markdown(info, events: Sequence[dict]) -> str:
+    """One block of text with where the run is: status, step, losses, speed and time left."""
+    last_step = next((e for e in reversed(events) if e.get("event") == "step"), None)
+    last_eval = next((e for e in reversed(events) if e.get("event") == "eval"), None)
+    done = next((e for e in reversed(events) if e.get("event") == "done"), None)
+    max_steps = info.train.get("max_steps")
+    step = last_step["step"] if last_step else info.step
+    lines = [f"**{info.name}** · {info.status}" + (f": {info.reason}" if info.reason else "")]
+    progress = f"step {step:,}" + (f" of {max_steps:,}" if max_steps else "")
+    if info.train.get("max_time"):
+        progress += f" · time budget {format_seconds(info.train['max_time'])}"
+    if last_step:
+        progress += (f" · {last_step['tokens_per_sec']:,.0f} tokens/s · elapsed {format_seconds(last_step['elapsed'])}")
+        if info.status == "running":
+            progress += f" · about {format_seconds(last_step['eta'])} left"
+    lines.append(progress)
+    if last_eval:
+        lines.append(f"train loss {last_eval['train_loss']:.4f} · validation loss {last_eval['val_loss']:.4f} "
+                     f"(perplexity {last_eval['val_ppl']:.2f}) · best {last_eval['best_val_loss']:.4f}")
+    if done and done["status"] == "failed":
+        lines.append(f"⚠️ {done['reason']}")
+    return "  \n".join(lines)
+
+
+def progress_fraction(info, events: Sequence[dict]) -> float:
+    last_step = next((e for e in reversed(events) if e.get("event") == "step"), None)
+    if last_step is None:
+        return 0.0
+    fractions = []
+    if info.train.get("max_steps"):
+        fractions.append(last_step["step"] / info.train["max_steps"])
+    if info.train.get("max_time"):
+        fractions.append(last_step["elapsed"] / info.train["max_time"])
+    return min(1.0, max(fractions or [0.0]))
+
+
+def latest_sample(events: Sequence[dict]) -> str:
+    sample = next((e for e in reversed(events) if e.get("event") == "sample"), None)
+    return f"(step {sample['step']})\n{sample['text']}" if sample else ""
+
+
+def metrics_csv(events: Sequence[dict]) -> str:
+    """Steps and evaluations as one CSV table (a column per field, empty where it does not apply)."""
+    rows = [e for e in events if e.get("event") in ("step", "eval")]
+    columns = ["event", "step", "tokens_seen", "elapsed", "loss", "lr", "grad_norm", "tokens_per_sec",
+               "train_loss", "val_loss", "train_ppl", "val_ppl"]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
