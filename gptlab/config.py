@@ -241,6 +241,7 @@ class SampleConfig:
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))  # one stop string, not one per character
         _check(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty text.")
+        _check(self.seed is None or isinstance(self.seed, int), f"seed must be a whole number or None, got {self.seed!r}.")
         object.__setattr__(self, "stop", tuple(self.stop))
 
     @classmethod

@@ -42,8 +42,13 @@ class KVCache:
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep the rows named by `index` (beam search picks which beams survive)."""
-        self.k = self.k.index_select(1, index)
-        self.v = self.v.index_select(1, index)
+        if index.numel() == self.k.size(1):
+            # Only the filled positions: copying the whole preallocated buffer cost 100x more per beam step.
+            self.k[:, :, :, :self.pos] = self.k[:, index, :, :self.pos]
+            self.v[:, :, :, :self.pos] = self.v[:, index, :, :self.pos]
+        else:  # the batch grows once, when the prompt's cache is copied to every beam
+            self.k = self.k.index_select(1, index)
+            self.v = self.v.index_select(1, index)
 
 
 class CausalSelfAttention(nn.Module):
@@ -156,9 +161,11 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once
 
-    def forward(self, idx, targets=None, *, cache: KVCache | None = None, return_attention: bool = False):
+    def forward(self, idx, targets=None, *, cache: KVCache | None = None, return_attention: bool = False,
+                last_only: bool = False):
         """idx: (B, T) token ids. Returns (logits (B, T, vocab), loss or None), plus the per-layer
-        attention weights [(B, nh, T, T_total)] when return_attention is set."""
+        attention weights [(B, nh, T, T_total)] when return_attention is set. last_only computes the
+        logits of the last position alone (B, 1, vocab): all that generation needs."""
         B, T = idx.size()
         past = cache.pos if cache is not None else 0
         if past + T > self.config.block_size:
@@ -172,7 +179,10 @@ class GPT(nn.Module):
             attentions.append(att)
         if cache is not None:
             cache.advance(T)
-        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
+        x = self.transformer.ln_f(x)
+        if last_only:
+            x = x[:, -1:]
+        logits = self.lm_head(x)  # (B, T, vocab)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)

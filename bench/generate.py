@@ -1,0 +1,148 @@
+"""Generation speed on CPU: our KV cache against the naive recompute, and against transformers'
+generate on the same weights. Greedy decoding, batch 1, random weights, eos turned off so every
+run produces exactly --tokens new tokens.
+
+    python bench/generate.py            # GPT-2 small shape (124M) and a tiny model, 200 new tokens
+    python bench/generate.py --quick    # a smoke run in seconds
+    python bench/generate.py --sizes tiny --tokens 500 --repeats 5
+
+Runs are interleaved (ours, transformers, ours, ...) and the best of --repeats is reported, so
+that other work on a shared machine disturbs both sides alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gptlab.config import ModelConfig, SampleConfig  # noqa: E402
+from gptlab.generate import generate  # noqa: E402
+from gptlab.hub import from_hf_state_dict  # noqa: E402
+from gptlab.model import GPT  # noqa: E402
+
+SIZES = {
+    "124m": ModelConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
+    "tiny": ModelConfig(vocab_size=65, block_size=512, n_layer=4, n_head=4, n_embd=128),
+}
+
+
+def build(config: ModelConfig, seed: int):
+    """A random transformers GPT-2 and our copy of it."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size,
+                                    n_embd=config.n_embd, n_layer=config.n_layer, n_head=config.n_head,
+                                    bos_token_id=0, eos_token_id=None, pad_token_id=0)).eval()
+    ours = GPT(config)
+    ours.load_state_dict(from_hf_state_dict(hf.state_dict()))
+    return hf, ours.eval()
+
+
+@contextlib.contextmanager
+def last_position_logits(model: GPT):
+    """What computing lm_head on the last position only would save: a hook narrows ln_f's output
+    to the last position, so lm_head runs on (B, 1, C) instead of (B, T, C)."""
+    handle = model.transformer.ln_f.register_forward_hook(lambda mod, args, out: out[:, -1:])
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def timed(fn) -> tuple[float, list[int]]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def bench_size(name: str, config: ModelConfig, args) -> list[tuple[str, str, float]]:
+    hf, ours = build(config, args.seed)
+    prompt = torch.randint(0, config.vocab_size, (args.prompt,), generator=torch.Generator().manual_seed(1))
+    tokens = args.tokens
+    if args.prompt + tokens > config.block_size:
+        raise SystemExit(f"--prompt + --tokens ({args.prompt + tokens}) exceeds the {name} model's context "
+                         f"({config.block_size}); transformers cannot go past it.")
+    sample = SampleConfig(strategy="greedy", max_new_tokens=tokens)
+
+    def ours_cache():
+        return list(generate(ours, prompt, sample, use_cache=True))
+
+    def ours_naive():
+        return list(generate(ours, prompt, sample, use_cache=False))
+
+    def ours_naive_last():
+        with last_position_logits(ours):
+            return list(generate(ours, prompt, sample, use_cache=False))
+
+    def transformers_cache():
+        x = prompt[None]
+        with torch.inference_mode():
+            out = hf.generate(x, attention_mask=torch.ones_like(x), do_sample=False, max_new_tokens=tokens,
+                              min_new_tokens=tokens, pad_token_id=0)
+        return out[0, x.size(1):].tolist()
+
+    runs = {"ours, KV cache": ours_cache, "transformers generate": transformers_cache, "ours, no cache": ours_naive}
+    if not args.skip_last:
+        runs["ours, no cache, lm_head on last position (hook)"] = ours_naive_last
+    # Warm up every path (allocator, thread pool, lazy imports) on a few tokens.
+    small = SampleConfig(strategy="greedy", max_new_tokens=4)
+    list(generate(ours, prompt, small))
+    list(generate(ours, prompt, small, use_cache=False))
+    hf.generate(prompt[None], attention_mask=torch.ones(1, args.prompt, dtype=torch.long), max_new_tokens=4,
+                do_sample=False, pad_token_id=0)
+
+    best: dict[str, float] = {}
+    outputs: dict[str, list[int]] = {}
+    for _ in range(args.repeats):
+        for label, fn in runs.items():
+            if label.startswith("ours, no cache") and label in best:
+                continue  # the naive path on the 124M model takes minutes; once shows the gap
+            seconds, outputs[label] = timed(fn)
+            best[label] = min(best.get(label, float("inf")), seconds)
+    reference = outputs["ours, KV cache"]
+    for label, out in outputs.items():
+        if out != reference:
+            print(f"warning: {name} '{label}' produced different tokens from ours with the cache", file=sys.stderr)
+    return [(name, label, tokens / best[label]) for label in runs]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=["124m", "tiny"])
+    parser.add_argument("--tokens", type=int, default=200, help="new tokens per run (default 200)")
+    parser.add_argument("--prompt", type=int, default=16, help="prompt length in tokens (default 16)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per path; the best is reported (default 3)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-last", action="store_true", help="skip the lm_head-on-last-position measurement")
+    parser.add_argument("--quick", action="store_true", help="tiny model, 32 tokens, one repeat")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.tokens, args.repeats = ["tiny"], 32, 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    rows = []
+    for name in args.sizes:
+        rows += bench_size(name, SIZES[name], args)
+
+    print(f"\nGreedy generation, CPU ({torch.get_num_threads()} threads), batch 1, prompt {args.prompt}, "
+          f"{args.tokens} new tokens, best of {args.repeats} (naive paths: 1 run), torch {torch.__version__}")
+    header = f"| {'model':<5} | {'path':<48} | {'tokens/s':>9} | {'vs transformers':>15} |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for name, label, rate in rows:
+        ref = next(r for n, lab, r in rows if n == name and lab == "transformers generate")
+        print(f"| {name:<5} | {label:<48} | {rate:>9.1f} | {rate / ref:>14.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

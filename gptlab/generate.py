@@ -1,0 +1,265 @@
+"""Generation on token ids: greedy, sampling and beam search, with a KV cache.
+
+The engine knows nothing about text: it takes ids and yields ids, one at a time, so a UI can show
+each token as it comes (gptlab.textstream turns them into text). The KV cache is on by default;
+the naive path that re-runs the whole context every step (use_cache=False) stays as the
+reference, and the tests assert both give the same tokens.
+
+End of text: when config.stop_at_eot is set and an `eot` id is given, generation stops when the
+model produces it, and the eot token itself is not yielded (it separates documents; it is not
+text). So the iterator yields fewer than max_new_tokens ids exactly when the model ended the text.
+
+Context: the model sees at most block_size tokens. Past that, the window slides: each step
+conditions on the last block_size tokens, as nanoGPT's generate does. GPT-2 has absolute
+position embeddings, so sliding the window moves every cached key to a new position; the cache
+is therefore rebuilt from the window at each step past block_size, which costs what the naive
+path costs. The cache pays off inside the block, where each step feeds the model one token.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from gptlab.config import SampleConfig
+from gptlab.model import GPT, KVCache
+from gptlab.sampling import greedy_next, process_logits, sample_next
+
+# transformers' beam search marks impossible candidates with this score rather than -inf, so that
+# arithmetic on it stays finite; we keep the same constant to pick the same beams.
+_BEAM_NEG = -1.0e9
+
+
+class GenerationError(ValueError):
+    """The prompt or the arguments cannot be generated from; the message says what to change."""
+
+
+def generate(model: GPT, prompt_ids: Iterable[int] | torch.Tensor, config: SampleConfig, *,
+             eot: int | None = None, generator: torch.Generator | None = None,
+             use_cache: bool = True) -> Iterator[int]:
+    """Yield up to config.max_new_tokens new token ids that continue `prompt_ids`.
+
+    config.strategy picks greedy decoding, sampling or beam search. Sampling draws from
+    `generator`; when it is None and config.seed is set, a generator seeded with config.seed is
+    used, so the same seed gives the same text. Beam search cannot know its answer before the end,
+    so it yields the best sequence's tokens all at once when it finishes.
+
+    An empty prompt starts from `eot` (GPT-2's way to sample unconditionally); without an eot it
+    is an error. The model runs in eval mode under torch.inference_mode while the iterator is
+    being consumed, and gets its training mode back when the iterator finishes or is closed.
+    """
+    ids = _prompt(model, prompt_ids, eot)
+    if generator is None and config.seed is not None and config.strategy == "sample":
+        generator = torch.Generator(device=_device(model)).manual_seed(config.seed)
+    if config.strategy == "beam":
+        return _beam_search(model, ids, config, eot, use_cache)
+    return _decode(model, ids, config, eot, generator, use_cache)
+
+
+def next_token_distribution(model: GPT, prompt_ids: Iterable[int] | torch.Tensor, config: SampleConfig,
+                            top_n: int = 10, *, eot: int | None = None) -> list[tuple[int, float]]:
+    """The top_n most likely next tokens with their probabilities after all of config's processors,
+    most likely first: what sampling would draw from. For greedy and beam search, the distribution
+    after the repetition penalty and n-gram blocking, at temperature 1. Tokens the filters removed
+    (probability 0) are left out."""
+    if top_n <= 0:
+        raise GenerationError(f"top_n must be a positive whole number, got {top_n}.")
+    ids = _prompt(model, prompt_ids, eot)
+    with _eval_mode(model), torch.inference_mode():
+        seq = torch.tensor([ids], dtype=torch.long, device=_device(model))  # (1, T)
+        logits, _ = model(seq[:, -model.config.block_size:], last_only=True)
+        scores = process_logits(logits[:, -1], seq, config)
+        probs = scores.softmax(dim=-1)[0]
+        top = torch.topk(probs, min(top_n, probs.numel()))
+    return [(int(i), float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist()) if p > 0]
+
+
+# --------------------------------------------------------------------------------------------
+# Internals
+
+
+def _device(model: GPT) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _prompt(model: GPT, prompt_ids, eot: int | None) -> list[int]:
+    vocab = model.config.vocab_size
+    if isinstance(prompt_ids, torch.Tensor):
+        if prompt_ids.dim() != 1:
+            raise GenerationError(f"prompt_ids must be one sequence of token ids (1-D), got a tensor of shape "
+                                  f"{tuple(prompt_ids.shape)}; generate one prompt at a time.")
+        prompt_ids = prompt_ids.tolist()
+    ids = [int(i) for i in prompt_ids]
+    if eot is not None and not 0 <= eot < vocab:
+        raise GenerationError(f"The end-of-text id {eot} is outside the model's vocabulary of {vocab} tokens; "
+                              "pass the eot of the tokenizer the model was trained with, or None.")
+    if not ids:
+        if eot is None:
+            raise GenerationError("The prompt is empty and this tokenizer has no end-of-text token to start from; "
+                                  "give at least one token of text.")
+        ids = [eot]
+    bad = sorted({i for i in ids if not 0 <= i < vocab})
+    if bad:
+        raise GenerationError(f"Token id(s) {bad[:10]} are outside the model's vocabulary of {vocab} tokens; "
+                              "encode the prompt with the tokenizer this model was trained with.")
+    return ids
+
+
+class _eval_mode:
+    """Eval mode for the duration, then the model's own mode back."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    def __enter__(self):
+        self.was_training = self.model.training
+        self.model.eval()
+
+    def __exit__(self, *exc):
+        self.model.train(self.was_training)
+
+
+class _Context:
+    """Feeds the model the part of the sequence it has not seen yet and returns the next-token logits,
+    keeping the context to the last block_size tokens.
+
+    With a cache, `seen` counts the tokens of the sequence the cache covers; rows of the cache
+    follow rows of the sequences (reorder keeps them aligned in beam search). Without one, every
+    call recomputes the window: the slow, obvious reference.
+    """
+
+    def __init__(self, model: GPT, batch_size: int, use_cache: bool):
+        self.model = model
+        self.block = model.config.block_size
+        self.cache = None
+        if use_cache:
+            p = next(model.parameters())
+            self.cache = KVCache(model.config, batch_size, device=p.device, dtype=p.dtype)
+        self.seen = 0
+
+    def next_logits(self, seq: torch.Tensor) -> torch.Tensor:
+        """seq (B, n): the whole sequences so far. Returns float logits (B, vocab) for position n."""
+        n = seq.size(1)
+        if self.cache is None:
+            logits, _ = self.model(seq[:, -self.block:], last_only=True)
+        else:
+            new = n - self.seen
+            if self.cache.pos + new > self.block:
+                # The window slides, so every cached key would sit at the wrong absolute position.
+                self.cache.pos = 0
+                new = min(n, self.block)
+            logits, _ = self.model(seq[:, n - new:], cache=self.cache, last_only=True)
+            self.seen = n
+        return logits[:, -1].float()
+
+    def reorder(self, index: torch.Tensor) -> None:
+        if self.cache is not None:
+            self.cache.reorder(index)
+
+
+@torch.inference_mode()
+def _decode(model: GPT, ids: list[int], config: SampleConfig, eot: int | None,
+            generator: torch.Generator | None, use_cache: bool) -> Iterator[int]:
+    """Greedy decoding or sampling, one token per step."""
+    with _eval_mode(model):
+        device = _device(model)
+        start = len(ids)
+        seq = torch.empty(1, start + config.max_new_tokens, dtype=torch.long, device=device)  # (1, max length)
+        seq[0, :start] = torch.tensor(ids, dtype=torch.long)
+        context = _Context(model, 1, use_cache)
+        stop_id = eot if config.stop_at_eot else None
+        for n in range(start, start + config.max_new_tokens):
+            logits = context.next_logits(seq[:, :n])
+            scores = process_logits(logits, seq[:, :n], config)
+            token = sample_next(scores, generator) if config.strategy == "sample" else greedy_next(scores)
+            token_id = int(token.item())
+            if token_id == stop_id:
+                return
+            seq[0, n] = token_id
+            yield token_id
+
+
+@torch.inference_mode()
+def _beam_search(model: GPT, ids: list[int], config: SampleConfig, eot: int | None,
+                 use_cache: bool) -> Iterator[int]:
+    """Beam search with the semantics of transformers' generate(num_beams=..., do_sample=False).
+
+    Each step takes the best 2 * num_beams continuations over all beams; those ending in eot (or
+    reaching the length limit) compete, scored as sum of log-probs / length ** length_penalty,
+    for the num_beams places of finished hypotheses, and the best num_beams of the rest keep
+    running. Scores include the eot token in the length, as transformers counts it. With
+    early_stopping the search ends once num_beams hypotheses have finished; without it, when no
+    running beam can still beat the worst finished one (transformers' heuristic, judged at the
+    current length). Yields the new tokens of the best hypothesis, without its final eot.
+    """
+    with _eval_mode(model):
+        device = _device(model)
+        beams, lp = config.num_beams, config.length_penalty
+        start = len(ids)
+        max_len = start + config.max_new_tokens
+        keep = 2 * beams  # enough candidates that num_beams stay running even if num_beams of them end here
+        stop_id = eot if config.stop_at_eot else None
+        first_k = torch.arange(keep, device=device) < beams
+
+        seqs = torch.zeros(beams, max_len, dtype=torch.long, device=device)  # running hypotheses
+        seqs[:, :start] = torch.tensor(ids, dtype=torch.long)
+        scores = torch.full((beams,), _BEAM_NEG, device=device)
+        scores[0] = 0.0  # all beams start equal; only the first may expand, or they would all pick the same
+        done_seqs = seqs.clone()  # finished hypotheses, best first
+        done_scores = torch.full((beams,), _BEAM_NEG, device=device)
+        done_flags = torch.zeros(beams, dtype=torch.bool, device=device)
+        done_lens = torch.zeros(beams, dtype=torch.long, device=device)  # new tokens in each
+        improvable = True
+
+        context = _Context(model, 1, use_cache)
+        for n in range(start, max_len):
+            if n == start:
+                # The beams share the prompt: run it once, then copy its cache to every beam.
+                logits = context.next_logits(seqs[:1, :n]).expand(beams, -1)
+                context.reorder(torch.zeros(beams, dtype=torch.long, device=device))
+            else:
+                logits = context.next_logits(seqs[:, :n])
+            logprobs = process_logits(F.log_softmax(logits, dim=-1), seqs[:, :n], config, warp=False)  # (beams, V)
+            V = logprobs.size(-1)
+            total = (logprobs + scores[:, None]).view(-1)  # (beams * V,)
+            top_scores, top_idx = torch.topk(total, keep)
+            source = top_idx // V
+            candidates = seqs[source]  # (keep, max_len)
+            candidates[:, n] = top_idx % V
+            ended = candidates[:, n] == stop_id if stop_id is not None else torch.zeros_like(first_k)
+            ended |= n + 1 >= max_len
+
+            # The best candidates that did not end keep running.
+            running_scores = top_scores + ended.float() * _BEAM_NEG
+            pick = torch.topk(running_scores, beams).indices
+            seqs, scores = candidates[pick], running_scores[pick]
+
+            # Candidates that ended among the top num_beams compete with the finished ones.
+            just_done = ended & first_k
+            final = top_scores / ((n + 1 - start) ** lp)
+            if config.early_stopping and bool(done_flags.all()):
+                final = final + _BEAM_NEG
+            if not improvable:
+                final = final + _BEAM_NEG
+            final = final + (~just_done).float() * _BEAM_NEG
+            best = torch.topk(torch.cat((done_scores, final)), beams).indices
+            done_seqs = torch.cat((done_seqs, candidates))[best]
+            done_scores = torch.cat((done_scores, final))[best]
+            done_flags = torch.cat((done_flags, just_done))[best]
+            done_lens = torch.cat((done_lens, torch.full((keep,), n + 1 - start, device=device)))[best]
+
+            context.reorder(source[pick])
+            # Can a running beam still beat the worst finished hypothesis? Judged at the current length.
+            best_running = scores[0] / ((n + 1 - start) ** lp)
+            worst_done = torch.where(done_flags, done_scores.min(), torch.tensor(_BEAM_NEG, device=device))
+            improvable = improvable and bool((best_running > worst_done).any())
+            all_done = config.early_stopping and bool(done_flags.all())
+            if not improvable or all_done or bool(ended.all()):
+                break
+
+        out = done_seqs[0, start:start + int(done_lens[0])].tolist()
+        if stop_id is not None and out and out[-1] == stop_id:
+            out.pop()
+        yield from out
