@@ -173,6 +173,14 @@ def cmd_train(args) -> int:
     return 1
 
 
+def _checkpoint_folder(path: str) -> Path:
+    """A checkpoint folder, or a run folder standing for its best checkpoint (else its last)."""
+    from gptlab.pipeline import resolve_checkpoint
+
+    folder = resolve_checkpoint(path, prefer="best")
+    return resolve_checkpoint(path, prefer="last") if folder == Path(path) else folder
+
+
 def _sample_config(args, checkpoint) -> SampleConfig:
     names = ("strategy", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "no_repeat_ngram_size",
              "num_beams", "length_penalty", "max_new_tokens", "seed")
@@ -190,10 +198,7 @@ def cmd_sample(args) -> int:
     from gptlab.textstream import stream_text
     from gptlab.trainer import pick_device
 
-    folder = Path(args.checkpoint)
-    if (folder / "best").is_dir() and not (folder / "config.json").is_file():
-        folder = folder / "best"
-    checkpoint = load_checkpoint(folder)
+    checkpoint = load_checkpoint(_checkpoint_folder(args.checkpoint))
     config = _sample_config(args, checkpoint)
     tokenizer = checkpoint.tokenizer
     prompt_ids = tokenizer.encode(args.prompt) if args.prompt else []
@@ -232,10 +237,7 @@ def cmd_presets(args) -> int:
 def cmd_info(args) -> int:
     from gptlab.checkpoint import load_checkpoint
 
-    folder = Path(args.checkpoint)
-    if (folder / "best").is_dir() and not (folder / "config.json").is_file():
-        folder = folder / "best"
-    ck = load_checkpoint(folder)
+    ck = load_checkpoint(_checkpoint_folder(args.checkpoint))
     params = ck.model_config.num_params()
     print(f"checkpoint: {ck.path}")
     print(f"step: {ck.step}    resumable: {'yes' if ck.resumable else 'no'}")
@@ -263,7 +265,7 @@ def cmd_import(args) -> int:
 def cmd_export(args) -> int:
     from gptlab.hub import export_hf
 
-    out = export_hf(args.checkpoint, args.out)
+    out = export_hf(_checkpoint_folder(args.checkpoint), args.out)
     print(f"exported {args.checkpoint} to {out} (loadable with transformers.GPT2LMHeadModel.from_pretrained)")
     return 0
 
@@ -271,7 +273,7 @@ def cmd_export(args) -> int:
 def cmd_push(args) -> int:
     from gptlab.hub import push_to_hub
 
-    url = push_to_hub(args.checkpoint, args.repo_id, token=args.token, private=args.private)
+    url = push_to_hub(_checkpoint_folder(args.checkpoint), args.repo_id, token=args.token, private=args.private)
     print(f"pushed to {url}")
     return 0
 

@@ -546,7 +546,8 @@ def model_card(checkpoint: Checkpoint | str | os.PathLike, *, repo_id: str | Non
     meta += [f"base_model: {json.dumps(base)}"] if base else []
     meta += ["tags:", "- gptlab", "- gpt2"] + (["- character-level"] if char else []) + ["---", ""]
 
-    title = (repo_id or "").split("/")[-1] or ckpt.path.name
+    run_label = ckpt.path.name in ("best", "last", "init") or ckpt.path.name.startswith("step-")
+    title = (repo_id or "").split("/")[-1] or (ckpt.path.parent.name if run_label else ckpt.path.name)
     out = meta + [f"# {title}", "",
                   f"A GPT-2 style language model made with GPT Lab: {cfg.num_params():,} parameters, {cfg.n_layer} "
                   f"layers, {cfg.n_head} heads, {cfg.n_embd}-wide, a context of {cfg.block_size} tokens. It loads "
