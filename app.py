@@ -15,6 +15,7 @@ for _key, _value in {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEME
 
 import argparse
 import functools
+import hashlib
 import inspect
 import json
 import re
@@ -192,7 +193,7 @@ class Lab:
         model = model.replace(vocab_size=vocab)
         params = model.num_params()
         memory = model.training_memory_bytes(train.batch_size * 1) / 2**20
-        warn = (f"  \n⚠️ Over this server's limit of {self.limits.max_params / 1e6:.0f}M parameters."
+        warn = (f"  \n⚠️ Over this server's limit of {self.limits.max_params / 1e6:.3g}M parameters."
                 if params > self.limits.max_params else "")
         return (f"**{params / 1e6:.2f}M parameters** · about **{memory:,.0f} MiB** to train at batch "
                 f"{train.batch_size} · {train.batch_size * train.grad_accum_steps * model.block_size:,} tokens "
@@ -237,7 +238,7 @@ class Lab:
         vocab = 50257 if tokenizer == "gpt2" or init_from else 256
         if model_config.replace(vocab_size=vocab).num_params() > self.limits.max_params and init_from is None:
             raise DataError(f"That model has about {model_config.replace(vocab_size=vocab).num_params() / 1e6:.1f}M "
-                            f"parameters; this server allows {self.limits.max_params / 1e6:.0f}M. Make it smaller "
+                            f"parameters; this server allows {self.limits.max_params / 1e6:.3g}M. Make it smaller "
                             "(fewer layers or a narrower width).")
         run_id = self.registry.start(owner, model_config=model_config, train_config=train_config, data_paths=paths,
                                      texts=texts, init_from=init_from)
@@ -251,7 +252,7 @@ class Lab:
             import_pretrained("openai-community/gpt2", folder)
         if load_checkpoint(folder).model_config.num_params() > self.limits.max_params:
             raise DataError(f"GPT-2 small has 124M parameters; this server allows "
-                            f"{self.limits.max_params / 1e6:.0f}M (start it with --max-params 130000000).")
+                            f"{self.limits.max_params / 1e6:.3g}M (start it with --max-params 130000000).")
         return folder
 
     @user_errors
@@ -259,6 +260,8 @@ class Lab:
         """On page load: give the browser its owner token, and re-attach to its latest run."""
         owner = self.owner_or_new(owner)
         runs = self.registry.list(owner)
+        if run_id and not any(r.id == run_id for r in runs):
+            raise DataError(f"There is no run {run_id!r} in this browser session.")
         if not runs:
             yield (owner, None, "No run yet. Pick your data and settings, then press **Start training**.", 0,
                    loss_figure([]), dynamics_figure([]), "", gr.update(choices=[], value=None))
@@ -335,22 +338,40 @@ class Lab:
         path = Path(upload)
         if not zipfile.is_zipfile(path):
             raise DataError(f"{path.name} is not a .zip file; upload the checkpoint zip from the Train tab.")
-        target = self.registry.root / "_uploads" / secrets.token_hex(8)
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-            size = sum(m.file_size for m in members)
-            if size > self.limits.max_checkpoint_mb * 2**20:
-                raise DataError(f"The checkpoint unpacks to {size / 2**20:.0f} MB; the limit is "
-                                f"{self.limits.max_checkpoint_mb:g} MB.")
-            for m in members:
-                if m.filename.startswith(("/", "\\")) or ".." in Path(m.filename).parts:
-                    raise DataError(f"{path.name} contains an unsafe path ({m.filename}); it was not unpacked.")
-            archive.extractall(target)
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(2**20), b""):
+                digest.update(chunk)
+        # The same zip unpacks once: repeated clicks reuse the folder (and the loaded model).
+        target = self.registry.root / "_uploads" / digest.hexdigest()[:32]
+        if not target.is_dir():
+            with zipfile.ZipFile(path) as archive:
+                members = archive.infolist()
+                size = sum(m.file_size for m in members)
+                if size > self.limits.max_checkpoint_mb * 2**20:
+                    raise DataError(f"The checkpoint unpacks to {size / 2**20:.0f} MB; the limit is "
+                                    f"{self.limits.max_checkpoint_mb:g} MB.")
+                for m in members:
+                    if m.filename.startswith(("/", "\\")) or ".." in Path(m.filename).parts:
+                        raise DataError(f"{path.name} contains an unsafe path ({m.filename}); it was not unpacked.")
+                tmp = target.with_name(f"{target.name}.{secrets.token_hex(4)}.tmp")
+                archive.extractall(tmp)
+            try:
+                os.replace(tmp, target)
+            except OSError:  # another request unpacked the same zip first
+                shutil.rmtree(tmp, ignore_errors=True)
+            self._prune_uploads(keep=8)
         configs = sorted(target.rglob("config.json"), key=lambda p: len(p.parts))
         if not configs:
             shutil.rmtree(target, ignore_errors=True)
             raise DataError(f"{path.name} holds no config.json: it is not a gptlab checkpoint.")
         return configs[0].parent
+
+    def _prune_uploads(self, keep: int) -> None:
+        folders = sorted((p for p in (self.registry.root / "_uploads").iterdir() if p.is_dir()),
+                         key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in folders[keep:]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def _model(self, folder: Path):
         key = (str(folder), (folder / "model.safetensors").stat().st_mtime_ns)
@@ -378,7 +399,7 @@ class Lab:
         sampling = strategy == "sample"
         return SampleConfig(
             strategy=strategy, max_new_tokens=int(max_new_tokens), temperature=float(temperature),
-            top_k=int(top_k) if sampling and top_k else None, top_p=float(top_p) if sampling and top_p < 1 else None,
+            top_k=int(top_k) if sampling and top_k else None, top_p=float(top_p) if sampling and top_p != 1 else None,
             min_p=float(min_p) if sampling and min_p else None, repetition_penalty=float(repetition_penalty),
             no_repeat_ngram_size=int(no_repeat_ngram_size or 0), num_beams=int(num_beams) if strategy == "beam" else 1,
             length_penalty=float(length_penalty), seed=int(seed) if seed is not None else None,
@@ -388,8 +409,8 @@ class Lab:
 
     @user_errors
     def sample(self, owner, run_id, which, upload, prompt, *decoding):
-        model, tokenizer = self._model(self._checkpoint_folder(owner, run_id, which, upload))
         config = self._sample_config(*decoding)
+        model, tokenizer = self._model(self._checkpoint_folder(owner, run_id, which, upload))
         ids = generate(model, self._prompt_ids(tokenizer, prompt or ""), config, eot=tokenizer.eot)
         text = prompt or ""
         yield text
@@ -399,8 +420,8 @@ class Lab:
 
     @user_errors
     def next_tokens(self, owner, run_id, which, upload, prompt, *decoding) -> list[list]:
-        model, tokenizer = self._model(self._checkpoint_folder(owner, run_id, which, upload))
         config = self._sample_config(*decoding)
+        model, tokenizer = self._model(self._checkpoint_folder(owner, run_id, which, upload))
         top = next_token_distribution(model, self._prompt_ids(tokenizer, prompt or ""), config, eot=tokenizer.eot,
                                       top_n=15)
         return [[views.token_text(tokenizer, i), i, round(p, 4)] for i, p in top]

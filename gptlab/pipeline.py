@@ -101,6 +101,8 @@ class TrainingRun:
             out_dir = out_dir or run_folder_of(resume)
             model_config = source.model_config
             limits = {k: v for k, v in (("max_steps", max_steps), ("max_time", max_time)) if v is not None}
+            if limits.get("max_time") == 0:  # 0 turns the time budget off; None keeps the run's own
+                limits["max_time"] = None
             train_config = source.train_config.replace(**limits)
             if not texts:
                 data_paths = data_paths or source.extra.get("data", {}).get("paths") or None

@@ -138,7 +138,7 @@ class RunRegistry:
                     raise RunError("That run saved no checkpoint before it ended, so it cannot be resumed; "
                                    "start a new run instead.")
                 run = TrainingRun(resume=self.root / info.id, max_steps=train_config.max_steps if train_config else None,
-                                  max_time=train_config.max_time if train_config else None)
+                                  max_time=(train_config.max_time or 0) if train_config else None)
                 info.status, info.reason, info.ended = "running", "", None
                 info.train = to_dict(run.train_config)
             else:

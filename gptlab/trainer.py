@@ -71,6 +71,7 @@ class Trainer:
         self.elapsed = 0.0
         self.best_val_loss = math.inf
         self.bad_evals = 0
+        self._eval_seconds = 0.0
         self.metrics: dict[str, Any] = {}
         torch.manual_seed(config.seed)
         self._forward = torch.compile(self.model) if config.compile else self.model
@@ -101,8 +102,13 @@ class Trainer:
 
     # -- pieces of a step --------------------------------------------------------------------
 
+    def _training_time(self) -> float | None:
+        """Seconds of the time budget for training steps: the final evaluation must fit in it too."""
+        return max(1e-3, self.config.max_time - self._eval_seconds) if self.config.max_time else None
+
     def _time_fraction(self) -> float:
-        return self.elapsed / self.config.max_time if self.config.max_time else 0.0
+        budget = self._training_time()
+        return self.elapsed / budget if budget else 0.0
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -149,7 +155,9 @@ class Trainer:
             yield CheckpointEvent(self.step, label, str(path))
 
     def _eval_events(self) -> Iterator[Event]:
+        started = time.perf_counter()
         losses = self.evaluate()
+        self._eval_seconds = time.perf_counter() - started
         is_best = losses["val"] < self.best_val_loss
         if is_best:
             self.best_val_loss, self.bad_evals = losses["val"], 0
@@ -183,7 +191,7 @@ class Trainer:
             if self.step >= cfg.max_steps:
                 reason = f"reached max_steps ({cfg.max_steps})"
                 break
-            if cfg.max_time is not None and self.elapsed >= cfg.max_time:
+            if cfg.max_time is not None and self.elapsed >= self._training_time():
                 reason = f"reached the time budget of {cfg.max_time:g} s"
                 break
 
@@ -221,11 +229,12 @@ class Trainer:
         if self.step % cfg.eval_interval != 0:
             yield from self._eval_events()  # so the run always ends with a known validation loss
         yield from self._save("last")
+        self.elapsed = time.perf_counter() - start
         yield self._done("finished", reason)
 
     def _eta(self, steps_per_sec: float) -> float | None:
         cfg = self.config
         by_steps = (cfg.max_steps - self.step) / steps_per_sec if steps_per_sec > 0 else None
-        by_time = max(0.0, cfg.max_time - self.elapsed) if cfg.max_time else None
+        by_time = max(0.0, cfg.max_time - self.elapsed) if cfg.max_time else None  # the final eval included
         candidates = [t for t in (by_steps, by_time) if t is not None]
         return min(candidates) if candidates else None

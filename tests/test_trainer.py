@@ -166,7 +166,7 @@ def test_time_budget_stops_the_run():
     events = list(trainer.run())
     done = events[-1]
     assert done.status == "finished" and "time budget" in done.reason
-    assert 0.5 <= done.elapsed < 5
+    assert 0.3 <= done.elapsed < 0.5 + 0.25  # the final evaluation fits in the budget too
     lrs = [e.lr for e in events if isinstance(e, StepEvent)]
     assert lrs[-1] < 0.5 * max(lrs)  # the cosine decay followed the clock
     assert isinstance(events[-2], EvalEvent)  # the run ends with a known validation loss

@@ -1,0 +1,574 @@
+"""The Gradio app: its handlers called directly, and its API driven with gradio_client against the
+app launched on 127.0.0.1 inside the test.
+
+Handlers: data previews (and every way the data can be wrong: the message is returned next to the
+input, never raised), the shift table, the size summary, owner tokens, the limits a request is
+checked against, downloads and uploaded checkpoints (including hostile zips).
+
+Through the API: a training streams its progress; stop ends it with a last checkpoint; resume
+continues the same run; a dropped connection (a refresh) leaves the run training, and /watch
+re-attaches to it; a second training beyond the server's limit is refused with a "try again";
+decoding settings behave; and one browser's runs are invisible to another.
+
+One app (max_concurrent=1) is launched for the module and its runs are trained one at a time; a
+run that a test leaves training is stopped after it. Every wait has a deadline, so a broken app
+fails a test instead of hanging the suite.
+"""
+
+import os
+
+# Before gradio is imported: no telemetry, version checks or proxies (nothing may leave the machine).
+os.environ.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
+                  MPLBACKEND="Agg", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+
+import csv
+import io
+import json
+import re
+import shutil
+import socket
+import time
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+import pytest
+import torch
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+
+from app import MODEL_FIELDS, OWNER_PATTERN, TRAIN_FIELDS, Lab, Limits, build_demo
+from gptlab.checkpoint import load_checkpoint
+from gptlab.config import ModelConfig
+from gptlab.runs import STATUS_FILE
+from gptlab.trainer import Trainer
+
+TEXT = ("the quick brown fox jumps over the lazy dog. a stitch in time saves nine.\n"
+        "all that glitters is not gold; to be or not to be, that is the question.\n") * 20  # ~3k chars
+PASTE, UPLOAD, SHAKESPEARE = "Paste text", "Upload files", "Bundled Shakespeare"
+SCRATCH = "Scratch (random weights)"
+TIMEOUT = 60.0  # seconds; only reached when something is broken
+PACE = 0.03  # seconds per optimiser step, at least (see the app fixture)
+LONG = 100_000  # max_steps of a run that only ends by being stopped
+STEP = re.compile(r"step (\d+)")
+
+
+def hyper(**overrides) -> dict:
+    """Every hyperparameter the /train endpoint takes, for a model that trains in a few seconds."""
+    return {**dict(n_layer=1, n_head=2, n_embd=32, block_size=32, dropout=0.0, bias=True, batch_size=8,
+                   grad_accum_steps=1, learning_rate=3e-3, min_lr=3e-4, lr_schedule="cosine", warmup_steps=2,
+                   weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, max_steps=20, max_time=0,
+                   eval_interval=10, eval_batches=2, patience=0, sample_interval=0, seed=1), **overrides}
+
+
+def values(**overrides) -> list:
+    """The same settings in the order Lab.start and Lab.size_summary take them."""
+    h = hyper(**overrides)
+    return [h[f] for f in MODEL_FIELDS + TRAIN_FIELDS]
+
+
+def decoding(strategy="greedy", temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0,
+             no_repeat_ngram_size=0, num_beams=4, length_penalty=1.0, max_new_tokens=24, seed=1, stop="") -> dict:
+    return dict(strategy=strategy, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+                num_beams=num_beams, length_penalty=length_penalty, max_new_tokens=max_new_tokens, seed=seed,
+                stop=stop)
+
+
+def step_of(status: str) -> int:
+    return int(STEP.search(status).group(1))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# Waiting on streamed jobs, always with a deadline
+
+
+def wait_for(predicate, what: str, timeout: float = TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def outputs_when(job, predicate, what: str) -> list:
+    """The job's outputs once the latest satisfies `predicate` (it must, before the job ends)."""
+    def ready():
+        outs = job.outputs()
+        if outs and predicate(outs[-1]):
+            return outs
+        assert not job.done(), f"the stream ended before {what}; last output: {outs[-1][2] if outs else None!r}"
+        return None
+    return wait_for(ready, what)
+
+
+def finish(job) -> list:
+    job.result(timeout=TIMEOUT)  # raises the app's error, if any
+    return job.outputs()
+
+
+def train(client, owner="", text=TEXT, **overrides):
+    return client.submit(owner, PASTE, None, text, "char", SCRATCH, **hyper(**overrides), api_name="/train")
+
+
+# ------------------------------------------------------------------------------------------------
+# Fixtures: one launched app for the module; small Labs (no server) for the handler tests
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """(lab, url): the app on a free loopback port, training one model at a time.
+
+    Every optimiser step is paced to take at least PACE seconds: a tiny model can otherwise finish
+    between two redraws of the live view, and a run that waits to be stopped would spin both cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two shared cores: the server and the training thread must not fight for both
+    real_step = Trainer._train_step
+
+    def paced_step(trainer):
+        started = time.perf_counter()
+        result = real_step(trainer)
+        time.sleep(max(0.0, PACE - (time.perf_counter() - started)))
+        return result
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(Trainer, "_train_step", paced_step)
+    try:
+        lab = Lab(tmp_path_factory.mktemp("app") / "runs", max_concurrent=1, limits=Limits(poll_seconds=0.25))
+        demo = build_demo(lab)
+        _, url, _ = demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
+                                        ssr_mode=False, quiet=True)
+        try:
+            yield lab, url
+        finally:
+            stop_all(lab)
+            demo.close()
+    finally:
+        patch.undo()
+        torch.set_num_threads(threads)
+
+
+def stop_all(lab: Lab) -> None:
+    """Stop every run still training, so the next test finds the server free."""
+    for status in lab.registry.root.glob(f"*/{STATUS_FILE}"):
+        info = json.loads(status.read_text(encoding="utf-8"))
+        if info["status"] == "running":
+            lab.registry.stop(info["owner"], info["id"])
+            lab.registry.wait(info["id"], TIMEOUT)
+
+
+@pytest.fixture
+def server(app):
+    """The module's app for one test; whatever the test leaves training is stopped afterwards."""
+    lab, url = app
+    yield lab, Client(url, verbose=False)
+    stop_all(lab)
+
+
+@pytest.fixture(scope="module")
+def trained(app):
+    """(owner, run_id, streamed outputs) of a finished tiny run, trained through /train."""
+    lab, url = app
+    job = train(Client(url, verbose=False), max_steps=20, eval_interval=10, sample_interval=10)
+    outs = finish(job)
+    return outs[-1][0], outs[-1][1], outs
+
+
+@pytest.fixture
+def lab(tmp_path):
+    return Lab(tmp_path / "runs", limits=Limits(max_upload_mb=0.01, max_params=100_000, max_new_tokens=50))
+
+
+# ------------------------------------------------------------------------------------------------
+# Handlers, called directly
+
+
+def test_preview_of_pasted_text_reports_stats_first_lines_and_vocabulary(lab):
+    message, stats, head, table, vocab = lab.preview(PASTE, None, TEXT, "char", 32)
+    assert message.startswith("✅")
+    assert f"| characters | {len(TEXT):,} |" in stats and "char tokenizer" in stats
+    assert head == "\n".join(TEXT.split("\n")[:20])
+    assert vocab == len(set(TEXT)) and len(table) == 12
+
+
+def test_preview_of_bundled_shakespeare_and_of_uploaded_files(lab, tmp_path):
+    message, stats, head, _, vocab = lab.preview(SHAKESPEARE, None, "", "char", 32)
+    assert message.startswith("✅") and "characters" in stats and head.strip() and vocab > 26
+
+    a, b = tmp_path / "a.txt", tmp_path / "b.md"
+    a.write_text(TEXT[:1000], encoding="utf-8")
+    b.write_text("# notes\n" + TEXT[:1000], encoding="utf-8")
+    message, stats, head, _, _ = lab.preview(UPLOAD, [str(a), str(b)], "", "char", 16)
+    assert message == "✅ Ready: 2 document(s)."
+    assert head == "\n".join(TEXT[:1000].split("\n")[:20])  # the first document's first lines
+
+
+@pytest.mark.parametrize("source, content, expected", [
+    (PASTE, None, "Paste some text into the box first"),
+    (PASTE, "   \n\t ", "Paste some text into the box first"),
+    (UPLOAD, None, "Choose one or more .txt or .md files"),
+    (UPLOAD, b"plain text\x00\x01\x02 with NUL bytes" * 10, "looks like a binary file"),
+    (UPLOAD, "café au lait, ".encode("latin-1") * 20, "is not valid UTF-8 text (byte 0xe9"),
+    (UPLOAD, b"x" * 20_000, "this server takes at most 0.01 MB"),
+])
+def test_preview_reports_bad_data_next_to_the_input(lab, tmp_path, source, content, expected):
+    files, pasted = None, content
+    if source == UPLOAD:
+        pasted = ""
+        if content is not None:
+            path = tmp_path / "data.txt"
+            path.write_bytes(content)
+            files = [str(path)]
+    message, stats, head, table, vocab = lab.preview(source, files, pasted, "char", 8)
+    assert message.startswith("⚠️") and expected in message
+    assert (stats, head, table, vocab) == ("", "", [], None)
+
+
+def test_preview_of_text_too_short_for_the_context_names_the_largest_context(lab):
+    # 100 characters: validation holds 10 tokens, so the longest usable context is 10 - 1 = 9.
+    message, *rest = lab.preview(PASTE, None, "abcdefghij" * 10, "char", 32)
+    assert message.startswith("⚠️ The text is too short for a context length of 32")
+    assert "at most 9" in message
+    assert rest == ["", "", [], None]
+
+
+def test_shift_table_pairs_each_input_token_with_the_next_one(lab):
+    _, _, _, table, _ = lab.preview(PASTE, None, "hello world\n" * 10, "char", 4)
+    assert table[:7] == [["0", "h", "e"], ["1", "e", "l"], ["2", "l", "l"], ["3", "l", "o"], ["4", "o", "␣"],
+                         ["5", "␣", "w"], ["6", "w", "o"]]
+    assert table[10] == ["10", "d", "⏎"]  # white space is made visible
+    assert all(row[2] == below[1] for row, below in zip(table, table[1:]))  # targets = inputs shifted by one
+    assert [row[0] for row in table] == [str(i) for i in range(12)]
+
+
+def test_size_summary_shows_parameters_memory_and_the_limit(lab):
+    summary = lab.size_summary("char", 40, *values(n_layer=2, n_embd=32))
+    params = ModelConfig(vocab_size=40, block_size=32, n_layer=2, n_head=2, n_embd=32).num_params()
+    assert f"**{params / 1e6:.2f}M parameters**" in summary
+    assert re.search(r"about \*\*\d[\d,]* MiB\*\* to train at batch 8", summary)
+    assert "256 tokens per step" in summary and "Over this server's limit" not in summary
+
+    big = lab.size_summary("char", 40, *values(n_layer=4, n_embd=128, n_head=4))
+    assert "⚠️ Over this server's limit of" in big  # Limits(max_params=100_000) in the fixture
+    assert lab.size_summary("char", 40, *values(n_embd=30, n_head=4)).startswith("⚠️ n_embd (30) must be divisible")
+
+
+def test_start_refuses_a_model_over_the_parameter_limit(lab):
+    with pytest.raises(gr.Error, match=r"That model has about 0\.8M parameters; this server allows"):
+        next(lab.start("", PASTE, None, TEXT, "char", SCRATCH, *values(n_layer=4, n_embd=128, n_head=4)))
+    assert not any(p.is_dir() for p in lab.registry.root.iterdir())  # nothing was started
+
+
+def test_start_turns_bad_settings_into_a_message(lab):
+    with pytest.raises(gr.Error, match=r"n_layer must be a whole number, got 1\.5"):
+        next(lab.start("", PASTE, None, TEXT, "char", SCRATCH, *values(n_layer=1.5)))
+    with pytest.raises(gr.Error, match="Paste some text"):
+        next(lab.start("", PASTE, None, "", "char", SCRATCH, *values()))
+
+
+def test_owner_tokens_are_kept_when_valid_and_replaced_when_malformed():
+    token = Lab.owner_or_new("")
+    assert OWNER_PATTERN.match(token) and Lab.owner_or_new(token) == token
+    assert Lab.owner_or_new("") != token  # a fresh secret each time
+    for bad in (None, "", "short", "x" * 65, "has spaces in it here", "../../etc/passwd-xxxxxxx", 12345, ["a"] * 20):
+        new = Lab.owner_or_new(bad)
+        assert new != bad and OWNER_PATTERN.match(new)
+
+
+@pytest.mark.parametrize("changes, expected", [
+    (dict(max_new_tokens=1001), "max new tokens must be between 1 and 1000."),
+    (dict(max_new_tokens=0), "max new tokens must be between 1 and 1000."),
+    (dict(strategy="sample", temperature=0.0), "temperature must be above 0 for sampling"),
+    (dict(strategy="sample", top_k=-3), "top_k must be a positive whole number or None (off), got -3."),
+    (dict(repetition_penalty=0.0), "repetition_penalty must be above 0"),
+    (dict(strategy="beam", num_beams=1), "beam search needs num_beams of 2 or more."),
+])
+def test_invalid_decoding_settings_become_messages(app, trained, changes, expected):
+    lab, _ = app
+    owner, run_id, _ = trained
+    settings = list(decoding(**changes).values())
+    with pytest.raises(gr.Error, match=re.escape(expected)):
+        next(lab.sample(owner, run_id, "best", None, "the", *settings))
+    with pytest.raises(gr.Error, match=re.escape(expected)):
+        lab.next_tokens(owner, run_id, "best", None, "the", *settings)
+
+
+def test_sampling_needs_a_checkpoint_to_sample_from(lab, tmp_path):
+    settings = list(decoding().values())
+    with pytest.raises(gr.Error, match="Choose a run first"):
+        next(lab.sample("", None, "best", None, "the", *settings))
+    with pytest.raises(gr.Error, match=r"Upload a checkpoint \.zip"):
+        next(lab.sample("", None, "uploaded .zip", None, "the", *settings))
+    not_zip = tmp_path / "ckpt.zip"
+    not_zip.write_text("not a zip", encoding="utf-8")
+    with pytest.raises(gr.Error, match=r"ckpt\.zip is not a \.zip file"):
+        lab.next_tokens("", None, "uploaded .zip", str(not_zip), "the", *settings)
+
+
+def test_downloads_give_a_loadable_checkpoint_zip_and_the_metrics(app, trained, tmp_path):
+    lab, _ = app
+    owner, run_id, _ = trained
+    files = lab.downloads(owner, run_id)
+    archive, metrics_csv, metrics_jsonl = map(Path, files)
+    assert archive.name == f"gptlab-{run_id}-best.zip" and metrics_csv.name == "metrics.csv"
+
+    shutil.unpack_archive(archive, tmp_path / "ckpt")
+    checkpoint = load_checkpoint(tmp_path / "ckpt")
+    assert checkpoint.step in (10, 20) and checkpoint.model_config.n_embd == 32
+
+    events = [json.loads(line) for line in metrics_jsonl.read_text(encoding="utf-8").splitlines()]
+    assert events == lab.registry.events(owner, run_id) and events[-1]["event"] == "done"
+    rows = list(csv.DictReader(io.StringIO(metrics_csv.read_text(encoding="utf-8"))))
+    assert [r["event"] for r in rows].count("step") == 20 and [r["event"] for r in rows].count("eval") == 3
+    assert [int(r["step"]) for r in rows if r["event"] == "step"] == list(range(1, 21))
+
+    with pytest.raises(gr.Error, match="There is no run"):
+        lab.downloads(Lab.owner_or_new(""), run_id)
+
+
+def test_sampling_from_an_uploaded_checkpoint_zip(app, trained, tmp_path):
+    lab, _ = app
+    owner, run_id, _ = trained
+    archive = shutil.make_archive(str(tmp_path / "mine"), "zip", root_dir=lab.registry.folder(owner, run_id) / "best")
+    settings = list(decoding(max_new_tokens=12).values())
+    from_upload = list(lab.sample("", None, "uploaded .zip", archive, "the ", *settings))[-1]
+    from_run = list(lab.sample(owner, run_id, "best", None, "the ", *settings))[-1]
+    assert from_upload == from_run and len(from_upload) == len("the ") + 12
+
+
+def test_hostile_or_foreign_zips_are_refused_clearly(app, tmp_path):
+    lab, _ = app
+    settings = list(decoding(max_new_tokens=4).values())
+    traversal = tmp_path / "evil.zip"
+    with zipfile.ZipFile(traversal, "w") as z:
+        z.writestr("config.json", "{}")
+        z.writestr("../evil.txt", "gotcha")
+    with pytest.raises(gr.Error, match=r"evil\.zip contains an unsafe path \(\.\./evil\.txt\); it was not unpacked"):
+        next(lab.sample("", None, "uploaded .zip", str(traversal), "the", *settings))
+    assert not (lab.registry.root / "evil.txt").exists() and not list(lab.registry.root.rglob("evil.txt"))
+
+    no_config = tmp_path / "photos.zip"
+    with zipfile.ZipFile(no_config, "w") as z:
+        z.writestr("holiday/readme.txt", "not a model")
+    with pytest.raises(gr.Error, match=r"photos\.zip holds no config\.json: it is not a gptlab checkpoint"):
+        next(lab.sample("", None, "uploaded .zip", str(no_config), "the", *settings))
+
+
+def test_sampling_twice_from_the_same_upload_unpacks_it_once(app, trained, tmp_path):
+    lab, _ = app
+    owner, run_id, _ = trained
+    archive = shutil.make_archive(str(tmp_path / "again"), "zip", root_dir=lab.registry.folder(owner, run_id) / "best")
+    settings = list(decoding(max_new_tokens=2).values())
+    uploads = lab.registry.root / "_uploads"
+    before = len(list(uploads.iterdir())) if uploads.is_dir() else 0
+    for _ in range(3):
+        list(lab.sample("", None, "uploaded .zip", archive, "the", *settings))
+    assert len(list(uploads.iterdir())) - before <= 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Through the API, against the launched app
+
+
+def test_training_streams_progress_until_finished(trained):
+    owner, run_id, outs = trained
+    assert OWNER_PATTERN.match(owner) and all(o[0] == owner and o[1] == run_id for o in outs)
+    assert len(outs) >= 3  # step 0, some steps in between, the end
+    progress = [o[3] for o in outs]
+    assert progress == sorted(progress) and progress[0] < 50 and progress[-1] == 100.0
+    steps = [step_of(o[2]) for o in outs]
+    assert steps == sorted(steps) and steps[-1] == 20
+    final = outs[-1]
+    assert "· finished: reached max_steps (20)" in final[2] and "validation loss" in final[2]
+    for plot in (final[4], final[5]):
+        assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image/")
+    assert final[6].startswith("(step 20)\n")  # the latest sample
+    assert [value for _, value in final[7]["choices"]] == [run_id] and final[7]["value"] == run_id
+
+
+def test_stop_ends_the_stream_and_keeps_the_last_checkpoint(server):
+    lab, client = server
+    job = train(client, max_steps=LONG, eval_interval=1000)
+    outs = outputs_when(job, lambda o: step_of(o[2]) >= 2, "a few steps")
+    owner, run_id = outs[-1][0], outs[-1][1]
+    assert "· running" in outs[-1][2]
+
+    assert client.predict(owner, run_id, api_name="/stop") == \
+        "Stopping after the current step; the last checkpoint is kept."
+    final = finish(job)[-1]
+    assert re.search(r"· stopped: stopped by request at step \d+", final[2])
+    step = step_of(final[2])
+    assert load_checkpoint(lab.registry.folder(owner, run_id) / "last").step == step
+    assert lab.registry.get(owner, run_id).status == "stopped"
+    assert client.predict(owner, run_id, api_name="/stop") == "That run is not training."
+
+
+def test_resume_continues_the_same_run_to_the_new_step_count(server):
+    lab, client = server
+    job = train(client, max_steps=LONG, eval_interval=1000)
+    owner, run_id = outputs_when(job, lambda o: step_of(o[2]) >= 2, "a few steps")[-1][:2]
+    client.predict(owner, run_id, api_name="/stop")
+    stopped_at = step_of(finish(job)[-1][2])
+
+    outs = finish(client.submit(owner, run_id, stopped_at + 6, 0, api_name="/resume"))
+    assert all(o[1] == run_id for o in outs)
+    assert f"· finished: reached max_steps ({stopped_at + 6})" in outs[-1][2]
+    steps = [e["step"] for e in lab.registry.events(owner, run_id) if e["event"] == "step"]
+    assert steps == list(range(1, stopped_at + 7))  # one history, continued where it stopped
+    assert load_checkpoint(lab.registry.folder(owner, run_id) / "last").step == stopped_at + 6
+    assert [value for _, value in outs[-1][7]["choices"]].count(run_id) == 1  # still one run, not a new one
+
+
+def test_resume_with_max_time_off_drops_the_old_time_budget(server):
+    lab, _ = server
+    outs = list(lab.start("", PASTE, None, TEXT, "char", SCRATCH, *values(max_steps=LONG, max_time=0.5,
+                                                                          eval_interval=1000)))
+    owner, run_id, status = outs[-1][:3]
+    assert "reached the time budget of 0.5 s" in status
+    target = step_of(status) + 5
+    outs = list(lab.resume(owner, run_id, target, 0))
+    assert f"· finished: reached max_steps ({target})" in outs[-1][2]
+
+
+def test_a_dropped_connection_leaves_the_run_training_and_watch_reattaches(server):
+    lab, client = server
+    job = train(client, max_steps=LONG, eval_interval=1000)
+    owner, run_id = outputs_when(job, lambda o: step_of(o[2]) >= 1, "the first steps")[-1][:2]
+    assert job.cancel()  # what a refresh or a closed tab does to the event
+    wait_for(job.done, "the cancelled job to end")
+
+    seen = len(lab.registry.events(owner, run_id))
+    wait_for(lambda: len(lab.registry.events(owner, run_id)) > seen + 3, "the run to go on training unwatched")
+    assert lab.registry.get(owner, run_id).status == "running"
+
+    watch = client.submit(owner, run_id, api_name="/watch")
+    first = outputs_when(watch, lambda o: True, "the re-attached view")[0]
+    assert first[:2] == (owner, run_id) and "· running" in first[2]
+    assert step_of(first[2]) >= 1 and first[7]["value"] == run_id
+    outputs_when(watch, lambda o: step_of(o[2]) > step_of(first[2]), "new steps on the re-attached stream")
+
+    client.predict(owner, run_id, api_name="/stop")
+    assert "· stopped: stopped by request" in finish(watch)[-1][2]
+
+
+def test_a_training_beyond_the_server_limit_is_refused_with_try_again(server):
+    lab, client = server
+    job = train(client, max_steps=LONG, eval_interval=1000)
+    owner, run_id = outputs_when(job, lambda o: "· running" in o[2], "the first run to start")[-1][:2]
+    other = Client(client.src, verbose=False)
+    with pytest.raises(AppError, match=r"already training 1 model\(s\), its limit\. Try again when a run has "
+                                       r"finished, or stop yours"):
+        train(other, max_steps=5).result(timeout=TIMEOUT)
+    assert lab.registry.get(owner, run_id).status == "running"  # the refusal touched nothing
+    assert len(lab.registry.list(owner)) == 1
+
+
+def test_preview_and_downloads_through_the_api(server, trained):
+    _, client = server
+    message, stats, head, table = client.predict(PASTE, None, "hello world\n" * 10, "char", 4, api_name="/preview")
+    assert message == "✅ Ready: 1 document(s)." and "| characters | 120 |" in stats
+    assert head.startswith("hello world\n") and table["data"][0] == ["0", "h", "e"]
+    message, *_ = client.predict(PASTE, None, "too short", "char", 32, api_name="/preview")
+    assert message.startswith("⚠️ The text is too short for a context length of 32")
+
+    owner, run_id, _ = trained
+    files = client.predict(owner, run_id, api_name="/downloads")
+    assert [Path(f).name for f in files] == [f"gptlab-{run_id}-best.zip", "metrics.csv", "metrics.jsonl"]
+    assert zipfile.is_zipfile(files[0]) and "config.json" in zipfile.ZipFile(files[0]).namelist()
+
+
+def test_decoding_settings_through_the_api(server, trained):
+    _, client = server
+    owner, run_id, _ = trained
+    prompt = "the "
+
+    def sample(**settings):
+        return client.predict(owner, run_id, "best", None, prompt, **decoding(**settings), api_name="/sample")
+
+    greedy = sample(strategy="greedy")
+    assert greedy.startswith(prompt) and len(greedy) == len(prompt) + 24  # a char model: one character a token
+    assert sample(strategy="greedy", seed=99) == greedy  # greedy ignores the seed
+
+    sampled = sample(strategy="sample", temperature=0.9, top_k=10, top_p=0.9, min_p=0.05, seed=7)
+    assert sampled.startswith(prompt) and len(sampled) == len(prompt) + 24
+    assert sample(strategy="sample", temperature=0.9, top_k=10, top_p=0.9, min_p=0.05, seed=7) == sampled
+
+    beam = sample(strategy="beam", num_beams=3, length_penalty=1.0)
+    assert beam.startswith(prompt) and len(beam) == len(prompt) + 24
+
+    no_repeat = sample(strategy="greedy", no_repeat_ngram_size=3, max_new_tokens=40)
+    trigrams = [no_repeat[i:i + 3] for i in range(len(no_repeat) - 2)]
+    assert no_repeat.startswith(prompt) and len(set(trigrams)) == len(trigrams)
+
+    penalised = sample(strategy="greedy", repetition_penalty=1.5)
+    assert penalised.startswith(prompt) and len(penalised) == len(prompt) + 24
+    assert sample(strategy="greedy", repetition_penalty=1.5) == penalised
+
+    continuation = greedy[len(prompt):]
+    stop = continuation[10:12]
+    expected = prompt + continuation[:continuation.find(stop)]
+    assert sample(strategy="greedy", stop=f"qqqq|{stop}") == expected  # ends before the first stop string
+
+    table = client.predict(owner, run_id, "best", None, prompt, **decoding(), api_name="/next_tokens")
+    probabilities = [row[2] for row in table["data"]]
+    assert len(probabilities) == 15 and probabilities == sorted(probabilities, reverse=True)
+    assert table["data"][0][0] == continuation[0].replace(" ", "␣")  # greedy takes the most likely token
+
+
+def test_compare_sweep_and_run_against_run(server, trained):
+    _, client = server
+    owner, run_id, _ = trained
+    untrained, trained_text = client.predict(owner, run_id, "the ", 1, 0.8, 10, api_name="/compare")
+    assert untrained.startswith("the ") and trained_text.startswith("the ") and untrained != trained_text
+    sweep = client.predict(owner, run_id, "the ", 1, 10, api_name="/sweep")
+    assert [row[0] for row in sweep["data"]] == [0.2, 0.5, 0.8, 1.0, 1.4]
+    plot, a, b = client.predict(owner, run_id, run_id, "the ", 1, 10, api_name="/compare_runs")
+    assert plot["plot"].startswith("data:image/") and a == b and a.startswith("the ")
+
+
+def test_runs_are_invisible_to_another_browser(server, trained):
+    lab, client_a = server
+    owner_a, run_a, _ = trained
+    client_b = Client(client_a.src, verbose=False)
+    owner_b = Lab.owner_or_new("")
+    nothing = f"There is no run '{run_a}' in this browser session."
+
+    for call in (lambda: client_b.predict(owner_b, run_a, api_name="/stop"),
+                 lambda: client_b.predict(owner_b, run_a, api_name="/downloads"),
+                 lambda: client_b.predict(owner_b, run_a, "best", None, "the", **decoding(), api_name="/sample"),
+                 lambda: client_b.predict(owner_b, run_a, "the", 1, 0.8, 10, api_name="/compare")):
+        with pytest.raises(AppError, match=re.escape(nothing)):
+            call()
+
+    assert run_a not in watch_as(client_b, owner_b, run_a)  # B has no run at all yet
+    outs = finish(train(client_b, owner_b, max_steps=2, eval_interval=2))
+    run_b = outs[-1][1]
+    assert outs[-1][0] == owner_b and run_b != run_a
+    assert [value for _, value in outs[-1][7]["choices"]] == [run_b]  # B's list holds B's run only
+    assert run_a not in watch_as(client_b, owner_b, run_a)  # B with a run of its own
+    assert [r.id for r in lab.registry.list(owner_a)] == [run_a]
+    assert [r.id for r in lab.registry.list(owner_b)] == [run_b]
+
+
+def watch_as(client, owner, run_id) -> str:
+    """What /watch shows `owner` when asked for `run_id`: the whole view, or the refusal."""
+    try:
+        return json.dumps(client.predict(owner, run_id, api_name="/watch"))
+    except AppError as e:
+        assert "There is no run" in str(e)
+        return str(e).replace(repr(run_id), "<id>")
+
+
+def test_watching_someone_elses_run_says_there_is_no_such_run(server, trained):
+    _, client = server
+    _, run_a, _ = trained
+    with pytest.raises(AppError, match=re.escape(f"There is no run '{run_a}' in this browser session.")):
+        client.predict(Lab.owner_or_new(""), run_a, api_name="/watch")
