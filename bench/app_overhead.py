@@ -1,0 +1,81 @@
+"""Training throughput through the app's background worker, with the live view being watched,
+against the CLI on the same settings.
+
+    python bench/app_overhead.py [--steps 400] [--preset char-cpu] [--repeats 2]
+
+Both paths train the same model on the same text for the same number of steps; throughput is the
+run's tokens divided by its training wall time (from its own done event), so start-up is left out
+of both. The app path consumes the /train handler's stream exactly as a browser tab would: a loss
+plot and a dynamics plot are drawn for every update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from common import ROOT, TINYSHAKESPEARE, print_table  # noqa: E402  (puts the project on sys.path)
+from gptlab.cli import main as cli_main  # noqa: E402
+from gptlab.config import ModelConfig, TrainConfig  # noqa: E402
+from gptlab.pipeline import read_events  # noqa: E402
+
+
+def done_rate(run_dir: Path) -> float:
+    done = [e for e in read_events(run_dir) if e["event"] == "done"][-1]
+    return done["tokens_seen"] / done["elapsed"]
+
+
+def cli_run(data: str, preset: str, steps: int, out: Path) -> float:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        code = cli_main(["train", "--data", data, "--preset", preset, "--max-steps", str(steps), "--out", str(out),
+                         "--device", "cpu"])
+    assert code == 0, "the CLI run failed"
+    return done_rate(out)
+
+
+def app_run(data: str, preset: str, steps: int, runs_dir: Path) -> tuple[float, int]:
+    import sys
+    sys.path.insert(0, str(ROOT))
+    from app import MODEL_FIELDS, TRAIN_FIELDS, Lab
+
+    lab = Lab(runs_dir)
+    model, train = ModelConfig.preset(preset), TrainConfig.preset(preset, max_steps=steps)
+    values = [getattr(model, f) for f in MODEL_FIELDS] + [getattr(train, f) for f in TRAIN_FIELDS]
+    updates = 0
+    owner = run_id = None
+    for update in lab.start("", "Upload files", [data], "", train.tokenizer, "Scratch (random weights)", *values):
+        owner, run_id = update[0], update[1]
+        updates += 1
+    return done_rate(lab.registry.folder(owner, run_id)), updates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(TINYSHAKESPEARE))
+    parser.add_argument("--preset", default="char-cpu")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each, best kept")
+    args = parser.parse_args()
+
+    cli_rates, app_rates, updates = [], [], 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeats):  # alternate, so drifting machine load hits both alike
+            cli_rates.append(cli_run(args.data, args.preset, args.steps, Path(tmp) / f"cli-{i}"))
+            rate, updates = app_run(args.data, args.preset, args.steps, Path(tmp) / f"app-{i}")
+            app_rates.append(rate)
+    cli_best, app_best = max(cli_rates), max(app_rates)
+    print_table(f"Training throughput, app worker (watched, {updates} live updates) vs CLI; preset {args.preset}, "
+                f"{args.steps} steps, best of {args.repeats}",
+                ["path", "tokens/s", "vs CLI"],
+                [["CLI (python -m gptlab train)", cli_best, 1.0], ["app worker, watched", app_best, app_best / cli_best]])
+
+
+if __name__ == "__main__":
+    main()
