@@ -31,7 +31,7 @@ import gradio as gr
 
 from gptlab import views
 from gptlab.checkpoint import load_checkpoint
-from gptlab.config import DEFAULT_PRESET, FIELD_HELP, PRESETS, ModelConfig, SampleConfig, TrainConfig
+from gptlab.config import DEFAULT_PRESET, FIELD_HELP, LR_SCHEDULES, PRESETS, ModelConfig, SampleConfig, TrainConfig
 from gptlab.data import DataError
 from gptlab.generate import generate, next_token_distribution
 from gptlab.pipeline import load_texts, prepare_data
@@ -475,7 +475,7 @@ def _setting(name: str, value, **kw):
     if isinstance(value, bool):
         return gr.Checkbox(value=value, label=label, info=info, **kw)
     if name == "lr_schedule":
-        return gr.Dropdown(["cosine", "linear", "constant"], value=value, label=label, info=info, **kw)
+        return gr.Dropdown(list(LR_SCHEDULES), value=value, label=label, info=info, **kw)
     if name in ("max_time", "patience"):
         return gr.Number(value=value or 0, label=label + " (0: off)", info=info, minimum=0, **kw)
     return gr.Number(value=value, label=label, info=info, **kw)

@@ -115,7 +115,8 @@ class ModelConfig:
 # --------------------------------------------------------------------------------------------
 # Training
 
-LR_SCHEDULES = ("cosine", "linear", "constant")
+LR_SCHEDULES = ("cosine", "linear", "wsd", "constant")
+WSD_COOLDOWN = 0.3  # warmup-stable-decay: the last 30% of the run decays linearly to min_lr
 TOKENIZERS = ("char", "gpt2")
 
 
@@ -191,7 +192,12 @@ class TrainConfig:
             return self.learning_rate
         ratio = (step - self.warmup_steps) / max(1, self.max_steps - self.warmup_steps)
         ratio = min(1.0, max(ratio, time_fraction))
-        coeff = 1.0 - ratio if self.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * ratio))
+        if self.lr_schedule == "linear":
+            coeff = 1.0 - ratio
+        elif self.lr_schedule == "wsd":
+            coeff = min(1.0, (1.0 - ratio) / WSD_COOLDOWN)
+        else:
+            coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
         return self.min_lr + coeff * (self.learning_rate - self.min_lr)
 
 
@@ -312,7 +318,7 @@ FIELD_HELP: dict[str, str] = {
     "grad_accum_steps": "micro-batches summed into one optimiser step",
     "learning_rate": "peak learning rate after warmup",
     "min_lr": "learning rate at the end of the decay",
-    "lr_schedule": "decay after warmup: cosine, linear or constant",
+    "lr_schedule": "after warmup: cosine or linear decay, wsd (flat, then a linear cool-down over the last 30%), or constant",
     "warmup_steps": "steps of linear warmup from 0 to the peak learning rate",
     "weight_decay": "AdamW weight decay on Linear weights (not biases, norms, embeddings)",
     "beta1": "AdamW's first-moment decay",

@@ -347,3 +347,11 @@ def test_warmup_longer_than_training_does_not_crash():
     c = _schedule(warmup_steps=200, max_steps=100)
     lrs = [c.lr_at(s) for s in range(0, 300)]
     assert all(0 < lr <= c.learning_rate for lr in lrs)
+
+
+def test_wsd_schedule_is_flat_then_cools_down_linearly():
+    c = TrainConfig(lr_schedule="wsd", max_steps=1000, warmup_steps=100, learning_rate=1e-3, min_lr=1e-4)
+    assert c.lr_at(100) == c.lr_at(500) == c.lr_at(730) == pytest.approx(1e-3)  # flat for 70% after warmup
+    assert c.lr_at(1000) == pytest.approx(1e-4)
+    assert c.lr_at(865) == pytest.approx(1e-4 + 0.5 * 9e-4)
+    assert c.lr_at(300, time_fraction=0.85) == pytest.approx(1e-4 + 0.5 * 9e-4)  # follows the clock too
