@@ -79,7 +79,7 @@ def test_train_config_optional_fields_accept_none():
 
 
 def test_choices_are_listed_in_the_message():
-    with pytest.raises(ConfigError, match="cosine, linear, constant"):
+    with pytest.raises(ConfigError, match="cosine, linear, wsd, constant"):
         TrainConfig(lr_schedule="step")
     with pytest.raises(ConfigError, match="char, gpt2"):
         TrainConfig(tokenizer="bpe")
