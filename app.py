@@ -31,7 +31,7 @@ import gradio as gr
 
 from gptlab import views
 from gptlab.checkpoint import load_checkpoint
-from gptlab.config import DEFAULT_PRESET, FIELD_HELP, LR_SCHEDULES, PRESETS, ModelConfig, SampleConfig, TrainConfig
+from gptlab.config import DEFAULT_PRESET, FIELD_HELP, LR_SCHEDULES, PRECISIONS, PRESETS, ModelConfig, SampleConfig, TrainConfig
 from gptlab.data import DataError
 from gptlab.generate import generate, next_token_distribution
 from gptlab.pipeline import load_texts, prepare_data
@@ -47,7 +47,7 @@ SWEEP_TEMPERATURES = (0.2, 0.5, 0.8, 1.0, 1.4)
 MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
 TRAIN_FIELDS = ("batch_size", "grad_accum_steps", "learning_rate", "min_lr", "lr_schedule", "warmup_steps",
                 "weight_decay", "beta1", "beta2", "grad_clip", "max_steps", "max_time", "eval_interval",
-                "eval_batches", "patience", "sample_interval", "seed")
+                "eval_batches", "patience", "sample_interval", "seed", "precision")
 OWNER_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
@@ -474,6 +474,8 @@ def _setting(name: str, value, **kw):
     info = FIELD_HELP.get(name)
     if isinstance(value, bool):
         return gr.Checkbox(value=value, label=label, info=info, **kw)
+    if name == "precision":
+        return gr.Dropdown(list(PRECISIONS), value=value, label=label, info=info, **kw)
     if name == "lr_schedule":
         return gr.Dropdown(list(LR_SCHEDULES), value=value, label=label, info=info, **kw)
     if name in ("max_time", "patience"):

@@ -118,6 +118,7 @@ class ModelConfig:
 LR_SCHEDULES = ("cosine", "linear", "wsd", "constant")
 WSD_COOLDOWN = 0.3  # warmup-stable-decay: the last 30% of the run decays linearly to min_lr
 TOKENIZERS = ("char", "gpt2")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ class TrainConfig:
     log_interval: int = 1
     seed: int = 1337
     device: str = "auto"
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere; bf16 also on CPUs that have it
     compile: bool = False
 
     def __post_init__(self):
@@ -169,6 +171,7 @@ class TrainConfig:
         _check(self.max_time is None or self.max_time > 0, f"max_time must be a number of seconds above 0, got {self.max_time}.")
         _check(self.patience is None or (isinstance(self.patience, int) and self.patience > 0),
                f"patience must be a positive number of evaluations, or None to turn early stopping off; got {self.patience!r}.")
+        _check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
         _check(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
                f"device must be auto, cpu, cuda, cuda:N or mps; got {self.device!r}.")
 
@@ -335,6 +338,7 @@ FIELD_HELP: dict[str, str] = {
     "log_interval": "report the training loss every this many steps",
     "seed": "random seed; the same seed and settings give the same run",
     "device": "auto (CUDA, then MPS, then CPU), cpu, cuda or mps",
+    "precision": "auto (bf16 on CUDA, else fp32), fp32, or bf16 (mixed precision; on a CPU only where it has native bf16)",
     "compile": "compile the model with torch.compile (pays off on long GPU runs)",
 }
 

@@ -42,6 +42,16 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """bf16 autocast where the hardware has it; fp32 otherwise. A CPU without native bf16 would
+    emulate it many times slower than fp32, so 'bf16' falls back to fp32 there."""
+    if precision == "fp32" or device.type not in ("cuda", "cpu"):
+        return "fp32"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if precision == "bf16" and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW that decays only the weights of Linear layers: biases, norms and embeddings are left
     alone. A weight shared by an Embedding and a Linear (a tied lm_head) counts as an embedding."""
@@ -75,7 +85,8 @@ class Trainer:
         self.metrics: dict[str, Any] = {}
         torch.manual_seed(config.seed)
         self._forward = torch.compile(self.model) if config.compile else self.model
-        self._autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
+        self.precision = resolve_precision(config.precision, self.device)
+        self._autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16"
                           else nullcontext())
 
     # -- state -----------------------------------------------------------------------------
