@@ -220,3 +220,16 @@ def test_same_seed_same_run():
         return [e.loss for e in trainer.run() if isinstance(e, StepEvent)]
 
     assert losses() == losses()
+
+
+def test_precision_auto_is_fp32_on_cpu_and_bf16_is_used_only_where_native():
+    from gptlab.trainer import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == "fp32" and resolve_precision("fp32", cpu) == "fp32"
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_precision("bf16", cpu) == ("bf16" if native else "fp32")
+    trainer = Trainer(GPT(tiny_model_config()), tiny_train(max_steps=4, precision="bf16"), dataset())
+    losses = [e.loss for e in trainer.run() if isinstance(e, StepEvent)]
+    assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
+    assert trainer.model.transformer.wte.weight.dtype == torch.float32  # autocast keeps fp32 master weights
