@@ -281,9 +281,12 @@ PRESETS: dict[str, Preset] = {
     ),
     "char-cpu": Preset(
         "The default: a character model sized for about two minutes on a laptop CPU.",
-        model=dict(block_size=96, n_layer=4, n_head=4, n_embd=128),
-        train=dict(batch_size=16, learning_rate=2e-3, min_lr=2e-4, warmup_steps=50, max_steps=3000,
-                   weight_decay=0.1, beta2=0.99, eval_interval=250, eval_batches=10, sample_interval=500),
+        # Tuned on the bundled corpus for a 120 s budget on 2 cores: a higher learning rate held flat,
+        # then cooled down (wsd), beat nanoGPT's cosine at 1e-3; wider bf16 models did not pay off.
+        model=dict(block_size=64, n_layer=4, n_head=4, n_embd=128),
+        train=dict(batch_size=16, learning_rate=6e-3, min_lr=6e-4, lr_schedule="wsd", warmup_steps=50,
+                   max_steps=3000, weight_decay=0.1, beta2=0.99, eval_interval=250, eval_batches=10,
+                   sample_interval=500),
     ),
     "nanogpt-cpu": Preset(
         "nanoGPT's documented CPU configuration for Shakespeare (a baseline to compare with).",
