@@ -81,9 +81,11 @@ class RunRegistry:
 
     def _read(self, run_id: str) -> RunInfo | None:
         try:
-            return RunInfo(**json.loads((self.root / run_id / STATUS_FILE).read_text(encoding="utf-8")))
+            info = RunInfo(**json.loads((self.root / run_id / STATUS_FILE).read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError):
             return None
+        # The folder's name is the id: a status file that claims another can never steer a deletion.
+        return info if info.id == run_id else None
 
     def _all(self) -> list[RunInfo]:
         infos = [self._read(p.name) for p in self.root.iterdir() if p.is_dir()]
