@@ -156,10 +156,10 @@ class Lab:
             documents = load_texts(paths, texts)
             data = prepare_data(documents, tokenizer, int(block_size), float(val_fraction))
         except ValueError as e:
-            return f"⚠️ {e}", "", "", [], None
+            return f"**Problem**: {e}", "", "", [], None
         head = "\n".join(documents[0].split("\n")[:20])
         table = views.shift_table(data.tokenizer, data.dataset.splits["train"].tolist())
-        message = f"✅ Ready: {len(documents)} document(s)."
+        message = f"**Ready**: {len(documents)} document(s)."
         return (message, views.stats_markdown(data.stats, data.tokenizer, int(block_size)), head, table,
                 data.tokenizer.vocab_size)
 
@@ -188,12 +188,12 @@ class Lab:
         try:
             model, train = self._configs(tokenizer, dict(zip(MODEL_FIELDS + TRAIN_FIELDS, values)))
         except ValueError as e:
-            return f"⚠️ {e}"
+            return f"**Problem**: {e}"
         vocab = 50257 if tokenizer == "gpt2" else int(vocab_size or 65)
         model = model.replace(vocab_size=vocab)
         params = model.num_params()
         memory = model.training_memory_bytes(train.batch_size * 1) / 2**20
-        warn = (f"  \n⚠️ Over this server's limit of {self.limits.max_params / 1e6:.3g}M parameters."
+        warn = (f"  \n**Over this server's limit** of {self.limits.max_params / 1e6:.3g}M parameters."
                 if params > self.limits.max_params else "")
         return (f"**{params / 1e6:.2f}M parameters** · about **{memory:,.0f} MiB** to train at batch "
                 f"{train.batch_size} · {train.batch_size * train.grad_accum_steps * model.block_size:,} tokens "
@@ -326,6 +326,8 @@ class Lab:
         if not run_id:
             raise DataError("Choose a run first (train one on the Train tab), or upload a checkpoint .zip.")
         folder = self.registry.folder(owner, run_id) / which
+        if which == "best" and not folder.is_dir() and (folder.parent / "last").is_dir():
+            folder = folder.parent / "last"  # stopped before its first evaluation: its last weights are its best
         if not folder.is_dir():
             other = "last" if which == "best" else "best"
             hint = f"; try '{other}'" if (folder.parent / other).is_dir() else "; let the run evaluate once first"
@@ -514,39 +516,39 @@ def build_demo(lab: Lab) -> gr.Blocks:
 
         with gr.Tab("Train"):
             with gr.Row():
-                preset = gr.Dropdown(list(PRESETS), value=DEFAULT_PRESET, label="Preset",
-                                     info="named settings; every value below can be changed")
-                start_from = gr.Radio(START_FROM, value=START_FROM[0], label="Start from")
-            size = gr.Markdown(elem_id="size")
-            fields = {}
-            with gr.Accordion("Model", open=False):
-                with gr.Row():
-                    for name in MODEL_FIELDS:
-                        fields[name] = _setting(name, getattr(model0, name))
-            with gr.Accordion("Optimisation", open=False):
-                with gr.Row():
-                    for name in TRAIN_FIELDS[:10]:
-                        fields[name] = _setting(name, getattr(train0, name))
-            with gr.Accordion("Duration and evaluation", open=False):
-                with gr.Row():
-                    for name in TRAIN_FIELDS[10:]:
-                        fields[name] = _setting(name, getattr(train0, name))
-            with gr.Row():
-                start_btn = gr.Button("Start training", variant="primary", elem_id="start")
-                stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
-                resume_btn = gr.Button("Resume", elem_id="resume")
-            status = gr.Markdown(elem_id="status")
-            progress = gr.Slider(0, 100, value=0, label="progress (%)", interactive=False, elem_id="progress")
-            with gr.Row():
-                log_scale = gr.Checkbox(False, label="log-scale loss")
-                x_axis = gr.Radio(["step", "tokens seen"], value="step", label="x axis")
-            loss_plot = gr.Plot(label="loss", elem_id="loss-plot", show_label=False)
-            dyn_plot = gr.Plot(label="learning rate, gradient norm, speed", elem_id="dyn-plot")
-            sample_box = gr.Textbox(lines=6, label="latest sample", interactive=False, elem_id="sample")
-            with gr.Row():
-                run_pick = gr.Dropdown([], label="your runs", elem_id="runs", allow_custom_value=True)
-                download_btn = gr.Button("Prepare downloads")
-            download_files = gr.File(label="best checkpoint (.zip) and metrics", file_count="multiple")
+                with gr.Column(scale=2, min_width=360):
+                    preset = gr.Dropdown(list(PRESETS), value=DEFAULT_PRESET, label="Preset",
+                                         info="named settings; every value below can be changed")
+                    start_from = gr.Radio(START_FROM, value=START_FROM[0], label="Start from")
+                    size = gr.Markdown(elem_id="size")
+                    fields = {}
+                    for title, names in (("Model", MODEL_FIELDS), ("Optimisation", TRAIN_FIELDS[:10]),
+                                         ("Duration, evaluation and precision", TRAIN_FIELDS[10:])):
+                        with gr.Accordion(title, open=False):
+                            for pair in (names[i:i + 2] for i in range(0, len(names), 2)):
+                                with gr.Row():
+                                    for name in pair:
+                                        default = getattr(model0 if name in MODEL_FIELDS else train0, name)
+                                        fields[name] = _setting(name, default)
+                    with gr.Row():
+                        start_btn = gr.Button("Start training", variant="primary", elem_id="start")
+                        stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                        resume_btn = gr.Button("Resume", elem_id="resume")
+                    with gr.Row():
+                        run_pick = gr.Dropdown([], label="your runs", elem_id="runs", allow_custom_value=True)
+                    download_btn = gr.Button("Prepare downloads")
+                    download_files = gr.File(label="best checkpoint (.zip) and metrics", file_count="multiple")
+                with gr.Column(scale=3):
+                    status = gr.Markdown(elem_id="status")
+                    progress = gr.Slider(0, 100, value=0, label="progress (%)", interactive=False,
+                                         elem_id="progress")
+                    loss_plot = gr.Plot(label="loss", elem_id="loss-plot", show_label=False)
+                    with gr.Row():
+                        log_scale = gr.Checkbox(False, label="log-scale loss")
+                        x_axis = gr.Radio(["step", "tokens seen"], value="step", label="x axis", show_label=False)
+                    dyn_plot = gr.Plot(label="learning rate, gradient norm, speed", elem_id="dyn-plot",
+                                       show_label=False)
+                    sample_box = gr.Textbox(lines=6, label="latest sample", interactive=False, elem_id="sample")
 
         with gr.Tab("Compare"):
             with gr.Row():

@@ -31,7 +31,7 @@ def stats_markdown(stats: DataStats, tokenizer: Tokenizer, block_size: int) -> s
             ("vocabulary used", f"{stats.vocab_used:,} of {stats.vocab_size:,}"),
             ("train / validation tokens", f"{stats.train_tokens:,} / {stats.val_tokens:,}"),
             (f"windows of {block_size} tokens per epoch", f"{stats.windows_per_epoch:,}")]
-    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return "| statistic | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 
 def shift_table(tokenizer: Tokenizer, ids: Sequence[int], width: int = 12) -> list[list[str]]:
@@ -68,7 +68,7 @@ def run_status_markdown(info, events: Sequence[dict]) -> str:
         lines.append(f"train loss {last_eval['train_loss']:.4f} · validation loss {last_eval['val_loss']:.4f} "
                      f"(perplexity {last_eval['val_ppl']:.2f}) · best {last_eval['best_val_loss']:.4f}")
     if done and done["status"] == "failed":
-        lines.append(f"⚠️ {done['reason']}")
+        lines.append(f"**Failed**: {done['reason']}")
     return "  \n".join(lines)
 
 

@@ -193,7 +193,7 @@ def lab(tmp_path):
 
 def test_preview_of_pasted_text_reports_stats_first_lines_and_vocabulary(lab):
     message, stats, head, table, vocab = lab.preview(PASTE, None, TEXT, "char", 32)
-    assert message.startswith("✅")
+    assert message.startswith("**Ready**")
     assert f"| characters | {len(TEXT):,} |" in stats and "char tokenizer" in stats
     assert head == "\n".join(TEXT.split("\n")[:20])
     assert vocab == len(set(TEXT)) and len(table) == 12
@@ -201,13 +201,13 @@ def test_preview_of_pasted_text_reports_stats_first_lines_and_vocabulary(lab):
 
 def test_preview_of_bundled_shakespeare_and_of_uploaded_files(lab, tmp_path):
     message, stats, head, _, vocab = lab.preview(SHAKESPEARE, None, "", "char", 32)
-    assert message.startswith("✅") and "characters" in stats and head.strip() and vocab > 26
+    assert message.startswith("**Ready**") and "characters" in stats and head.strip() and vocab > 26
 
     a, b = tmp_path / "a.txt", tmp_path / "b.md"
     a.write_text(TEXT[:1000], encoding="utf-8")
     b.write_text("# notes\n" + TEXT[:1000], encoding="utf-8")
     message, stats, head, _, _ = lab.preview(UPLOAD, [str(a), str(b)], "", "char", 16)
-    assert message == "✅ Ready: 2 document(s)."
+    assert message == "**Ready**: 2 document(s)."
     assert head == "\n".join(TEXT[:1000].split("\n")[:20])  # the first document's first lines
 
 
@@ -228,14 +228,14 @@ def test_preview_reports_bad_data_next_to_the_input(lab, tmp_path, source, conte
             path.write_bytes(content)
             files = [str(path)]
     message, stats, head, table, vocab = lab.preview(source, files, pasted, "char", 8)
-    assert message.startswith("⚠️") and expected in message
+    assert message.startswith("**Problem**") and expected in message
     assert (stats, head, table, vocab) == ("", "", [], None)
 
 
 def test_preview_of_text_too_short_for_the_context_names_the_largest_context(lab):
     # 100 characters: validation holds 10 tokens, so the longest usable context is 10 - 1 = 9.
     message, *rest = lab.preview(PASTE, None, "abcdefghij" * 10, "char", 32)
-    assert message.startswith("⚠️ The text is too short for a context length of 32")
+    assert message.startswith("**Problem**: The text is too short for a context length of 32")
     assert "at most 9" in message
     assert rest == ["", "", [], None]
 
@@ -257,8 +257,8 @@ def test_size_summary_shows_parameters_memory_and_the_limit(lab):
     assert "256 tokens per step" in summary and "Over this server's limit" not in summary
 
     big = lab.size_summary("char", 40, *values(n_layer=4, n_embd=128, n_head=4))
-    assert "⚠️ Over this server's limit of" in big  # Limits(max_params=100_000) in the fixture
-    assert lab.size_summary("char", 40, *values(n_embd=30, n_head=4)).startswith("⚠️ n_embd (30) must be divisible")
+    assert "**Over this server's limit** of" in big  # Limits(max_params=100_000) in the fixture
+    assert lab.size_summary("char", 40, *values(n_embd=30, n_head=4)).startswith("**Problem**: n_embd (30) must be divisible")
 
 
 def test_start_refuses_a_model_over_the_parameter_limit(lab):
@@ -474,10 +474,10 @@ def test_a_training_beyond_the_server_limit_is_refused_with_try_again(server):
 def test_preview_and_downloads_through_the_api(server, trained):
     _, client = server
     message, stats, head, table = client.predict(PASTE, None, "hello world\n" * 10, "char", 4, api_name="/preview")
-    assert message == "✅ Ready: 1 document(s)." and "| characters | 120 |" in stats
+    assert message == "**Ready**: 1 document(s)." and "| characters | 120 |" in stats
     assert head.startswith("hello world\n") and table["data"][0] == ["0", "h", "e"]
     message, *_ = client.predict(PASTE, None, "too short", "char", 32, api_name="/preview")
-    assert message.startswith("⚠️ The text is too short for a context length of 32")
+    assert message.startswith("**Problem**: The text is too short for a context length of 32")
 
     owner, run_id, _ = trained
     files = client.predict(owner, run_id, api_name="/downloads")
