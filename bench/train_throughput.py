@@ -27,11 +27,15 @@ def step_rate(model_config: ModelConfig, train_config: TrainConfig, ids, steps: 
     trainer.model.train()
     for _ in range(warmup):
         trainer._train_step()
-    start = time.perf_counter()
-    tokens = 0
-    for _ in range(steps):
-        tokens += trainer._train_step()[3]
-    return tokens / (time.perf_counter() - start)
+    # Best of several chunks of steps, as the matmul peak is the best of several matmuls: on a shared
+    # machine both then measure what the hardware does when left alone.
+    best = 0.0
+    for _ in range(max(1, steps // 10)):
+        start, tokens = time.perf_counter(), 0
+        for _ in range(10):
+            tokens += trainer._train_step()[3]
+        best = max(best, tokens / (time.perf_counter() - start))
+    return best
 
 
 def main() -> None:
@@ -46,17 +50,19 @@ def main() -> None:
         "char-cpu preset": (ModelConfig.preset("char-cpu").__dict__, TrainConfig.preset("char-cpu").__dict__),
         "tiny preset": (ModelConfig.preset("tiny").__dict__, TrainConfig.preset("tiny").__dict__),
     }
-    peak = matmul_peak_flops()
-    rows = []
+    rows, peaks = [], []
     for name, (model_kw, train_kw) in configs.items():
         model_config = ModelConfig(**{**model_kw, "vocab_size": tokenizer.vocab_size})
         train_config = TrainConfig(**{**train_kw, "device": "cpu"})
+        before = matmul_peak_flops()
         rate = step_rate(model_config, train_config, ids, args.steps)
+        peak = max(before, matmul_peak_flops())  # the higher of just before and just after
+        peaks.append(peak)
         flops = rate * model_config.flops_per_token()
-        rows.append([name, rate, rate / REFERENCE["tokens_per_sec"], flops / 1e9, flops / peak])
-    print_table(f"Training throughput ({torch.get_num_threads()} threads; fp32 matmul peak "
-                f"{peak / 1e9:.1f} GFLOP/s measured in this run; reference {REFERENCE['tokens_per_sec']:,} tokens/s)",
-                ["configuration", "tokens/s", "vs reference", "GFLOP/s", "of matmul peak"], rows)
+        rows.append([name, rate, rate / REFERENCE["tokens_per_sec"], flops / 1e9, peak / 1e9, flops / peak])
+    print_table(f"Training throughput ({torch.get_num_threads()} threads, fp32, best 10-step chunk; reference "
+                f"{REFERENCE['tokens_per_sec']:,} tokens/s; peak = best 2048x2048 fp32 matmul around each row)",
+                ["configuration", "tokens/s", "vs reference", "GFLOP/s", "peak GFLOP/s", "of peak"], rows)
 
 
 if __name__ == "__main__":
