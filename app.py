@@ -201,27 +201,30 @@ class Lab:
 
     # -- training ------------------------------------------------------------------------------
 
-    def _render(self, owner: str, run_id: str, events: list[dict], with_choices: bool):
+    def _render(self, owner: str, run_id: str, events: list[dict], with_choices: bool, dynamics: bool = True):
         info = self.registry.get(owner, run_id)
         log_scale, x = self._plot_prefs.get(owner, (False, "step"))
         vocab = info.model.get("vocab_size")
         choices = gr.update(choices=self._run_choices(owner), value=run_id) if with_choices else gr.skip()
         return (owner, run_id, views.run_status_markdown(info, events),
                 round(100 * views.progress_fraction(info, events), 1),
-                loss_figure(events, vocab, log_scale=log_scale, x=x), dynamics_figure(events),
+                loss_figure(events, vocab, log_scale=log_scale, x=x), dynamics_figure(events) if dynamics else gr.skip(),
                 views.latest_sample(events), choices)
 
     def watch(self, owner: str, run_id: str):
         """Yield the live view of a run until it ends. Only observes: leaving stops nothing."""
-        events, first = [], True
+        events, first, redraws = [], True, 0
         while True:
             info = self.registry.get(owner, run_id)
             new = self.registry.events(owner, run_id, len(events))
             events += new
             running = info.status == "running"
             if new or first or not running:
-                yield self._render(owner, run_id, events, with_choices=first or not running)
-                first = False
+                # Drawing competes with training for the same cores: the secondary figure is redrawn
+                # every fifth update only.
+                yield self._render(owner, run_id, events, with_choices=first or not running,
+                                   dynamics=redraws % 5 == 0 or not running)
+                first, redraws = False, redraws + 1
             if not running:
                 return
             time.sleep(self.limits.poll_seconds)

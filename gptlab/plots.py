@@ -28,7 +28,8 @@ def loss_figure(events: Sequence[dict], vocab_size: int | None = None, *, log_sc
                 x: str = "step", title: str | None = None) -> Figure:
     """Training loss per step, train/val loss at evaluations, and ln(vocab): the loss of a model
     that guesses uniformly at random."""
-    fig = Figure(figsize=(8, 4.2), layout="constrained")
+    fig = Figure(figsize=(8, 4.2))
+    fig.subplots_adjust(left=0.09, right=0.98, top=0.93, bottom=0.12)  # fixed margins: a layout engine costs ~30%
     ax = fig.add_subplot()
     sx, sy = _series(events, "step", "loss", x)
     if sx:
@@ -57,7 +58,8 @@ def loss_figure(events: Sequence[dict], vocab_size: int | None = None, *, log_sc
 
 def dynamics_figure(events: Sequence[dict]) -> Figure:
     """Learning rate, gradient norm (before clipping) and throughput per step."""
-    fig = Figure(figsize=(8, 2.6), layout="constrained")
+    fig = Figure(figsize=(8, 2.6))
+    fig.subplots_adjust(left=0.07, right=0.99, top=0.88, bottom=0.12, wspace=0.3)
     panels = (("lr", "learning rate"), ("grad_norm", "gradient norm"), ("tokens_per_sec", "tokens / s"))
     for i, (key, label) in enumerate(panels, 1):
         ax = fig.add_subplot(1, 3, i)
