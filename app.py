@@ -266,7 +266,7 @@ class Lab:
         if run_id and not any(r.id == run_id for r in runs):
             raise DataError(f"There is no run {run_id!r} in this browser session.")
         if not runs:
-            yield (owner, None, "No run yet. Pick your data and settings, then press **Start training**.", 0,
+            yield (owner, None, "No run yet. Pick your data and settings, then press **Start**.", 0,
                    loss_figure([]), dynamics_figure([]), "", gr.update(choices=[], value=None))
             return
         chosen = next((r for r in runs if r.id == run_id), None) or next((r for r in runs if r.status == "running"),
@@ -534,16 +534,16 @@ def build_demo(lab: Lab) -> gr.Blocks:
                                         default = getattr(model0 if name in MODEL_FIELDS else train0, name)
                                         fields[name] = _setting(name, default)
                     with gr.Row():
-                        start_btn = gr.Button("Start training", variant="primary", elem_id="start")
-                        stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
-                        resume_btn = gr.Button("Resume", elem_id="resume")
+                        start_btn = gr.Button("Start", variant="primary", elem_id="start", min_width=100)
+                        stop_btn = gr.Button("Stop", variant="stop", elem_id="stop", min_width=100)
+                        resume_btn = gr.Button("Resume", elem_id="resume", min_width=100)
                     with gr.Row():
                         run_pick = gr.Dropdown([], label="your runs", elem_id="runs", allow_custom_value=True)
                     download_btn = gr.Button("Prepare downloads")
                     download_files = gr.File(label="best checkpoint (.zip) and metrics", file_count="multiple")
                 with gr.Column(scale=3):
                     status = gr.Markdown(elem_id="status")
-                    progress = gr.Slider(0, 100, value=0, label="progress (%)", interactive=False,
+                    progress = gr.Slider(0, 100, value=0, label="progress (%)", interactive=False, buttons=[],
                                          elem_id="progress")
                     loss_plot = gr.Plot(label="loss", elem_id="loss-plot", show_label=False)
                     with gr.Row():
@@ -587,11 +587,13 @@ def build_demo(lab: Lab) -> gr.Blocks:
                     with gr.Row():
                         temperature = gr.Slider(0.05, 2.0, value=0.8, step=0.05, label="temperature")
                         top_k = gr.Number(value=0, precision=0, minimum=0, label="top-k (0: off)")
+                    with gr.Row():
                         top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top-p (1: off)")
                         min_p = gr.Slider(0.0, 0.5, value=0.0, step=0.01, label="min-p (0: off)")
                     with gr.Row():
                         rep = gr.Slider(1.0, 2.0, value=1.0, step=0.05, label="repetition penalty (1: off)")
                         ngram = gr.Number(value=0, precision=0, minimum=0, label="no-repeat n-gram size (0: off)")
+                    with gr.Row():
                         max_new = gr.Slider(1, lab.limits.max_new_tokens, value=200, step=1, label="max new tokens")
                         seed = gr.Number(value=1, precision=0, label="seed")
                     with gr.Row(visible=False) as beam_row:
@@ -618,12 +620,12 @@ def build_demo(lab: Lab) -> gr.Blocks:
         gr.on([c.change for c in settings + [tokenizer, vocab]], lab.size_summary, [tokenizer, vocab] + settings,
               size, api_visibility="private")
 
-        start_btn.click(named(lab.start, *MODEL_FIELDS, *TRAIN_FIELDS), [owner, source, files, pasted, tokenizer, start_from] + settings,
+        train_event = start_btn.click(named(lab.start, *MODEL_FIELDS, *TRAIN_FIELDS), [owner, source, files, pasted, tokenizer, start_from] + settings,
                                       live, api_name="train", concurrency_limit=None, show_progress="hidden")
         stop_btn.click(lab.stop, [owner, run_id], status, api_name="stop")
-        resume_btn.click(lab.resume, [owner, run_id, fields["max_steps"], fields["max_time"]], live,
+        resume_event = resume_btn.click(lab.resume, [owner, run_id, fields["max_steps"], fields["max_time"]], live,
                          api_name="resume", concurrency_limit=None, show_progress="hidden")
-        run_pick.input(lab.attach, [owner, run_pick], live, api_name="watch", concurrency_limit=None,
+        watch_event = run_pick.input(lab.attach, [owner, run_pick], live, api_name="watch", concurrency_limit=None,
                        show_progress="hidden")
         for toggle in (log_scale, x_axis):
             toggle.change(lab.set_plot_prefs, [owner, run_id, log_scale, x_axis], loss_plot, api_visibility="private")
@@ -646,12 +648,18 @@ def build_demo(lab: Lab) -> gr.Blocks:
                        api_name="next_tokens", concurrency_limit=2)
 
         # Keep every run picker in step with the live view's list of runs.
-        run_pick.change(lambda r, o: [gr.update(choices=lab._run_choices(lab.owner_or_new(o)), value=r)] * 2
-                        + [gr.update(choices=lab._run_choices(lab.owner_or_new(o)))],
-                        [run_pick, owner], [sample_run, run_a, run_b], api_visibility="private")
+        def sync_pickers(r, o):
+            choices = lab._run_choices(lab.owner_or_new(o))
+            return [gr.update(choices=choices, value=r)] * 2 + [gr.update(choices=choices)]
 
-        demo.load(lab.attach, [owner], live, api_visibility="private", concurrency_limit=None,
+        pickers = dict(fn=sync_pickers, inputs=[run_pick, owner], outputs=[sample_run, run_a, run_b],
+                       api_visibility="private")
+        run_pick.change(**pickers)
+
+        load_event = demo.load(lab.attach, [owner], live, api_visibility="private", concurrency_limit=None,
                   show_progress="hidden")
+        for event in (train_event, resume_event, watch_event, load_event):
+            event.then(**pickers)  # a run's final status shows in every run picker
         demo.load(lab.preview, data_inputs, [data_status, stats, head, shift, vocab], api_visibility="private")
         demo.load(lab.size_summary, [tokenizer, vocab] + settings, size, api_visibility="private")
     return demo

@@ -8,6 +8,7 @@ Set GPTLAB_SCREENSHOTS=1 to refresh the README's screenshots in assets/screensho
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -37,7 +38,18 @@ def _browser_or_reason() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def chromium():
+    """The browser, checked before the app starts: a skip (a failure in CI) costs no server launch."""
+    reason = _browser_or_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"The browser test must run in CI, but {reason}.")
+        pytest.skip(reason)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def app_url(chromium, tmp_path_factory):
     from app import Lab, Limits, build_demo
 
     with socket.socket() as s:
@@ -55,16 +67,11 @@ def app_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
-    reason = _browser_or_reason()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"The browser test must run in CI, but {reason}.")
-        pytest.skip(reason)
+def page(chromium, app_url):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 800})
         page = context.new_page()
         page.set_default_timeout(60_000)
@@ -78,6 +85,10 @@ def page(app_url):
 
 def shot(page, name: str, tmp_path: Path) -> None:
     page.evaluate("window.scrollTo(0, 0)")
+    # Gradio veils an output while its event runs and fades the veil out after; wait for both to end.
+    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid=status-tracker]')]
+        .every(t => t.offsetParent === null || t.classList.contains('hide'))""")
+    page.wait_for_timeout(500)
     path = tmp_path / f"{name}.png"
     page.screenshot(path=str(path))
     if os.environ.get("GPTLAB_SCREENSHOTS"):
@@ -94,12 +105,27 @@ def test_upload_train_watch_stop_compare_sample(page, tmp_path):
     page.get_by_role("tab", name="Data").click()
     page.get_by_label("Upload files").check()
     page.locator("#upload input[type=file]").set_input_files(str(text_file))
-    expect(page.locator("#data-status")).to_contain_text("Ready", timeout=30_000)
-    expect(page.locator("#data-stats")).to_contain_text("characters")
+    # The bundled corpus was "Ready" before the upload, so wait for numbers only the upload can give.
+    expect(page.locator("#data-stats")).to_contain_text(f"{len(TEXT):,}", timeout=30_000)
+    expect(page.locator("#data-status")).to_contain_text("Ready")
+    expect(page.get_by_label("First lines")).to_have_value(re.compile(r"^ROMEO: But soft"))
     shot(page, "data", tmp_path)
 
     # Train: start, and watch the loss plot redraw.
     page.get_by_role("tab", name="Train").click()
+    accordions = ("Model", "Duration, evaluation and precision")
+    for title in accordions:
+        page.get_by_text(title, exact=True).click()
+    for label, value in (("n layer", 2), ("n head", 2), ("n embd", 32), ("block size", 32), ("max steps", 3000),
+                         ("eval interval", 20), ("sample interval", 40)):
+        field = page.get_by_label(label, exact=True)
+        field.fill(str(value))
+        field.press("Tab")  # blur: gradio commits the value
+    # 2 layers of width 32 over the upload's 36 characters; batch 16 × block size 32 tokens per step.
+    expect(page.locator("#size")).to_contain_text("0.03M parameters")
+    expect(page.locator("#size")).to_contain_text("512 tokens per step")
+    for title in accordions:
+        page.get_by_text(title, exact=True).click()  # closed again, as a user leaves them
     page.evaluate("""() => {
         window.__srcs = new Set();
         const record = () => document.querySelectorAll('#loss-plot img').forEach(i => window.__srcs.add(i.src));
@@ -113,6 +139,16 @@ def test_upload_train_watch_stop_compare_sample(page, tmp_path):
         page.wait_for_function("() => /step ([3-9]\\d\\d|\\d{4,})/.test(document.querySelector('#status').innerText)",
                                timeout=120_000)
     shot(page, "train", tmp_path)
+
+    # Refresh mid-run: the page re-attaches to the same run (the owner token lives in the
+    # browser's local storage), and the run kept training meanwhile.
+    step_now = ("() => { const m = document.querySelector('#status').innerText.match(/step ([\\d,]+)/);"
+                " return m ? parseInt(m[1].replace(/,/g, '')) : -1; }")
+    before = page.evaluate(step_now)
+    page.reload()
+    page.get_by_role("tab", name="Train").click()
+    expect(page.locator("#status")).to_contain_text("running", timeout=30_000)
+    page.wait_for_function(f"() => ({step_now})() > {before}", timeout=30_000)
     page.locator("#stop").click()
     expect(page.locator("#status")).to_contain_text("stopped", timeout=60_000)
 
