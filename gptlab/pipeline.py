@@ -148,8 +148,10 @@ class TrainingRun:
         if init_from is not None:
             self.extra["init_from"] = str(source.path)
             base = source.extra.get("base_model") or source.extra.get("source")
-            self.extra.update({"base_model": base} if base else {},
-                              **{"license": source.extra["license"]} if "license" in source.extra else {})
+            if base:  # a fine-tune's model card names what it started from, and keeps its licence
+                self.extra["base_model"] = base
+            if "license" in source.extra:
+                self.extra["license"] = source.extra["license"]
         self.trainer = Trainer(model, train_config, self.data.dataset, save=self._save, sample=self._sample,
                                device=device)
         if source is not None and resume is not None:
