@@ -250,12 +250,13 @@ class Lab:
     def _pretrained_gpt2(self) -> Path:
         from gptlab.hub import import_pretrained  # imported on demand: huggingface_hub is slow to import
 
+        # Checked before downloading 500 MB that could not be used.
+        if ModelConfig.preset("gpt2").num_params() > self.limits.max_params:
+            raise DataError(f"GPT-2 small has 124M parameters; this server allows "
+                            f"{self.limits.max_params / 1e6:.3g}M (start it with --max-params 130000000).")
         folder = self.registry.root / "_pretrained" / "gpt2"
         if not (folder / "config.json").is_file():
             import_pretrained("openai-community/gpt2", folder)
-        if load_checkpoint(folder).model_config.num_params() > self.limits.max_params:
-            raise DataError(f"GPT-2 small has 124M parameters; this server allows "
-                            f"{self.limits.max_params / 1e6:.3g}M (start it with --max-params 130000000).")
         return folder
 
     @user_errors
