@@ -14,6 +14,7 @@ for _key, _value in {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEME
     os.environ.setdefault(_key, _value)
 
 import argparse
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+import torch
 
 from gptlab import views
 from gptlab.checkpoint import load_checkpoint
@@ -64,22 +66,38 @@ class Limits:
 
 
 def user_errors(fn):
-    """Library errors are sentences for the user: show them as gr.Error, never as a stack trace."""
+    """Library errors are sentences for the user: show them as gr.Error, never as a stack trace.
+
+    Handlers also run torch on one thread: the cores belong to the training threads (an extra
+    OpenMP pool in any handler thread slowed training by ~25%; see gptlab/runs.py)."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            try:
-                yield from fn(*args, **kwargs)
-            except (ValueError, OSError) as e:
-                raise gr.Error(str(e).strip() or type(e).__name__) from None
+            with one_torch_thread():
+                try:
+                    yield from fn(*args, **kwargs)
+                except (ValueError, OSError) as e:
+                    raise gr.Error(str(e).strip() or type(e).__name__) from None
     else:
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except (ValueError, OSError) as e:
-                raise gr.Error(str(e).strip() or type(e).__name__) from None
+            with one_torch_thread():
+                try:
+                    return fn(*args, **kwargs)
+                except (ValueError, OSError) as e:
+                    raise gr.Error(str(e).strip() or type(e).__name__) from None
     return wrapper
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """torch's thread count is per thread: set it for this handler only, and put it back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def named(fn, *names: str):
@@ -106,7 +124,7 @@ class Lab:
     """The app's state and handlers, independent of the layout (the tests call these directly)."""
 
     def __init__(self, runs_dir: str | os.PathLike = "runs", *, max_concurrent: int = 1, limits: Limits | None = None):
-        self.registry = RunRegistry(runs_dir, max_concurrent=max_concurrent)
+        self.registry = RunRegistry(runs_dir, max_concurrent=max_concurrent, train_threads=torch.get_num_threads())
         self.limits = limits or Limits()
         self._plot_prefs: dict[str, tuple[bool, str]] = {}
         self._models: dict[tuple, tuple] = {}
@@ -151,6 +169,10 @@ class Lab:
     def preview(self, source, files, pasted, tokenizer, block_size, val_fraction=0.1):
         """(message, stats, first lines, input/target table, vocabulary size). Bad input is reported
         in the message next to the input rather than raised."""
+        with one_torch_thread():  # as in user_errors
+            return self._preview(source, files, pasted, tokenizer, block_size, val_fraction)
+
+    def _preview(self, source, files, pasted, tokenizer, block_size, val_fraction):
         try:
             paths, texts = self._documents(source, files, pasted)
             documents = load_texts(paths, texts)
@@ -201,14 +223,16 @@ class Lab:
 
     # -- training ------------------------------------------------------------------------------
 
-    def _render(self, owner: str, run_id: str, events: list[dict], with_choices: bool, dynamics: bool = True):
+    def _render(self, owner: str, run_id: str, events: list[dict], with_choices: bool, loss: bool = True,
+                dynamics: bool = True):
         info = self.registry.get(owner, run_id)
         log_scale, x = self._plot_prefs.get(owner, (False, "step"))
         vocab = info.model.get("vocab_size")
         choices = gr.update(choices=self._run_choices(owner), value=run_id) if with_choices else gr.skip()
         return (owner, run_id, views.run_status_markdown(info, events),
                 round(100 * views.progress_fraction(info, events), 1),
-                loss_figure(events, vocab, log_scale=log_scale, x=x), dynamics_figure(events) if dynamics else gr.skip(),
+                loss_figure(events, vocab, log_scale=log_scale, x=x) if loss else gr.skip(),
+                dynamics_figure(events) if dynamics else gr.skip(),
                 views.latest_sample(events), choices)
 
     def watch(self, owner: str, run_id: str):
@@ -220,10 +244,13 @@ class Lab:
             events += new
             running = info.status == "running"
             if new or first or not running:
-                # Drawing competes with training for the same cores: the secondary figure is redrawn
-                # every fifth update only.
-                yield self._render(owner, run_id, events, with_choices=first or not running,
-                                   dynamics=redraws % 5 == 0 or not running)
+                # Drawing competes with training for the same two cores: the status text updates every
+                # poll, the loss plot every other one (and at each evaluation), the secondary figure
+                # every tenth.
+                final = first or not running
+                evaluated = any(e["event"] == "eval" for e in new)
+                yield self._render(owner, run_id, events, with_choices=final,
+                                   loss=final or evaluated or redraws % 2 == 0, dynamics=final or redraws % 10 == 0)
                 first, redraws = False, redraws + 1
             if not running:
                 return

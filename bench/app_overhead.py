@@ -15,6 +15,8 @@ import argparse
 import contextlib
 import io
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -41,7 +43,6 @@ def cli_run(data: str, preset: str, steps: int, out: Path) -> float:
 
 
 def app_run(data: str, preset: str, steps: int, runs_dir: Path) -> tuple[float, int]:
-    import sys
     sys.path.insert(0, str(ROOT))
     from app import MODEL_FIELDS, TRAIN_FIELDS, Lab
 
@@ -62,17 +63,31 @@ def main() -> None:
     parser.add_argument("--preset", default="char-cpu")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each, best kept")
+    parser.add_argument("--only", choices=["cli", "app"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    cli_rates, app_rates, updates = [], [], 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.repeats):  # alternate, so drifting machine load hits both alike
-            cli_rates.append(cli_run(args.data, args.preset, args.steps, Path(tmp) / f"cli-{i}"))
-            rate, updates = app_run(args.data, args.preset, args.steps, Path(tmp) / f"app-{i}")
-            app_rates.append(rate)
-    cli_best, app_best = max(cli_rates), max(app_rates)
+    if args.only:  # one measurement, in a fresh process, printed for the parent
+        with tempfile.TemporaryDirectory() as tmp:
+            if args.only == "cli":
+                print(cli_run(args.data, args.preset, args.steps, Path(tmp) / "cli"), 0)
+            else:
+                print(*app_run(args.data, args.preset, args.steps, Path(tmp) / "runs"))
+        return
+
+    # Each path runs in a process of its own, as it would for a user: threads and OpenMP pools that
+    # one path leaves behind must not slow the other.
+    rates: dict[str, list[float]] = {"cli": [], "app": []}
+    updates = 0
+    for _ in range(args.repeats):  # alternate, so drifting machine load hits both alike
+        for path in ("cli", "app"):
+            out = subprocess.run([sys.executable, __file__, "--only", path, "--data", args.data, "--preset",
+                                  args.preset, "--steps", str(args.steps)], check=True, capture_output=True,
+                                 text=True).stdout.split()
+            rates[path].append(float(out[-2]))
+            updates = max(updates, int(out[-1]))
+    cli_best, app_best = max(rates["cli"]), max(rates["app"])
     print_table(f"Training throughput, app worker (watched, {updates} live updates) vs CLI; preset {args.preset}, "
-                f"{args.steps} steps, best of {args.repeats}",
+                f"{args.steps} steps, best of {args.repeats}, each run in a fresh process",
                 ["path", "tokens/s", "vs CLI"],
                 [["CLI (python -m gptlab train)", cli_best, 1.0], ["app worker, watched", app_best, app_best / cli_best]])
 
