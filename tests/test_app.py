@@ -573,3 +573,16 @@ def test_watching_someone_elses_run_says_there_is_no_such_run(server, trained):
     _, run_a, _ = trained
     with pytest.raises(AppError, match=re.escape(f"There is no run '{run_a}' in this browser session.")):
         client.predict(Lab.owner_or_new(""), run_a, api_name="/watch")
+
+
+def test_handlers_run_torch_on_one_thread_and_put_the_count_back():
+    import torch
+
+    from app import one_torch_thread, user_errors
+
+    before = torch.get_num_threads()
+    with one_torch_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    seen = user_errors(lambda: torch.get_num_threads())()
+    assert seen == 1 and torch.get_num_threads() == before
