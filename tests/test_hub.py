@@ -406,3 +406,29 @@ def test_push_offline_and_bad_names(tmp_path, offline):
     leaked = RecordingApi(RuntimeError(f"boom {TOKEN}"))
     with pytest.raises(hub.HubError, match=r"failed: RuntimeError: boom \*\*\*"):
         hub.push_to_hub(ckpt, "alice/x", token=TOKEN, api=leaked)
+
+
+def test_gpt2_in_hub_layout_imports_offline_and_fine_tunes(tmp_path, offline):
+    from gptlab.events import DoneEvent, EvalEvent
+    from gptlab.pipeline import TrainingRun
+
+    theirs = tiny_hf_gpt2()
+    make_hub_cache(tmp_path / "cache", "openai-community/gpt2",
+                   {"config.json": theirs.config.to_json_string().encode(),
+                    "model.safetensors": save(hub_file_layout(theirs), {"format": "pt"})})
+    base = hub.import_pretrained("gpt2", tmp_path / "gpt2", cache_dir=tmp_path / "cache")
+    text = tmp_path / "mine.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
+    run = TrainingRun(model_config=ModelConfig(block_size=8), out_dir=tmp_path / "tuned", data_paths=[text],
+                      train_config=TrainConfig(tokenizer="char", batch_size=4, max_steps=12, eval_interval=6,
+                                               eval_batches=2, warmup_steps=0, learning_rate=3e-3,
+                                               sample_interval=0, device="cpu"),
+                      init_from=base)
+    assert run.data.tokenizer.name == "gpt2"  # fine-tuning keeps GPT-2's tokenizer whatever was asked
+    assert run.model_config.block_size == 8 and run.model_config.vocab_size == 50257
+    events = list(run.events())
+    evals = [e for e in events if isinstance(e, EvalEvent)]
+    assert isinstance(events[-1], DoneEvent) and events[-1].status == "finished"
+    assert evals[-1].val_loss < evals[0].val_loss  # it learnt from the new text
+    tuned = load_checkpoint(tmp_path / "tuned" / "best")
+    assert tuned.extra["base_model"] == "openai-community/gpt2" and tuned.extra["license"] == "mit"
