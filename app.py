@@ -40,6 +40,7 @@ from gptlab.pipeline import load_texts, prepare_data
 from gptlab.plots import compare_figure, dynamics_figure, loss_figure
 from gptlab.runs import RunRegistry
 from gptlab.textstream import stream_text
+from gptlab.tokenizers import prompt_ids
 
 SOURCES = ("Bundled Shakespeare", "Upload files", "Paste text")
 START_FROM = ("Scratch (random weights)", "Pretrained GPT-2 small (from the Hugging Face Hub)")
@@ -419,11 +420,7 @@ class Lab:
     def _prompt_ids(self, tokenizer, prompt: str) -> list[int]:
         if len(prompt) > self.limits.max_prompt_chars:
             raise DataError(f"The prompt has {len(prompt):,} characters; the limit is {self.limits.max_prompt_chars:,}.")
-        if prompt:
-            return tokenizer.encode(prompt)
-        if tokenizer.eot is not None:
-            return []
-        return tokenizer.encode("\n") if "\n" in tokenizer.chars else [0]
+        return prompt_ids(tokenizer, prompt)
 
     def _sample_config(self, strategy, temperature, top_k, top_p, min_p, repetition_penalty, no_repeat_ngram_size,
                        num_beams, length_penalty, max_new_tokens, seed, stop) -> SampleConfig:

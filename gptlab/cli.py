@@ -196,20 +196,16 @@ def cmd_sample(args) -> int:
     from gptlab.checkpoint import load_checkpoint
     from gptlab.generate import generate
     from gptlab.textstream import stream_text
+    from gptlab.tokenizers import prompt_ids
     from gptlab.trainer import pick_device
 
     checkpoint = load_checkpoint(_checkpoint_folder(args.checkpoint))
     config = _sample_config(args, checkpoint)
     tokenizer = checkpoint.tokenizer
-    prompt_ids = tokenizer.encode(args.prompt) if args.prompt else []
-    if not prompt_ids:
-        if tokenizer.eot is None:
-            prompt_ids = tokenizer.encode("\n") if "\n" in getattr(tokenizer, "chars", []) else [0]
-        else:
-            prompt_ids = [tokenizer.eot]
+    start = prompt_ids(tokenizer, args.prompt)
     model = checkpoint.load_model(pick_device(args.device))
     sys.stdout.write(args.prompt)
-    ids = generate(model, prompt_ids, config, eot=tokenizer.eot)
+    ids = generate(model, start, config, eot=tokenizer.eot)
     for piece in stream_text(ids, tokenizer, stop=config.stop):
         sys.stdout.write(piece)
         sys.stdout.flush()

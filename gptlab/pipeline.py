@@ -23,7 +23,7 @@ from gptlab.events import Event
 from gptlab.generate import generate
 from gptlab.model import GPT
 from gptlab.plots import save_loss_plot
-from gptlab.tokenizers import Tokenizer
+from gptlab.tokenizers import Tokenizer, prompt_ids
 from gptlab.trainer import Trainer, pick_device
 
 METRICS_FILE = "metrics.jsonl"
@@ -58,12 +58,6 @@ def prepare_data(documents: Sequence[str], tokenizer: Tokenizer | str, block_siz
     description = {"sources": list(sources) or [DEFAULT_CORPUS.name], "documents": len(documents),
                    "characters": characters, "tokens": stats.tokens, "tokenizer": tokenizer.name}
     return PreparedData(tokenizer, dataset, stats, description)
-
-
-def sample_prompt_ids(tokenizer: Tokenizer, documents: Sequence[str]) -> list[int]:
-    if tokenizer.eot is not None:
-        return [tokenizer.eot]
-    return tokenizer.encode("\n" if "\n" in documents[0] else documents[0][0])
 
 
 def resolve_checkpoint(path: str | os.PathLike, prefer: str = "last") -> Path:
@@ -156,7 +150,7 @@ class TrainingRun:
                                device=device)
         if source is not None and resume is not None:
             self.trainer.load_state_dict(source.trainer_state())
-        self._prompt = sample_prompt_ids(self.data.tokenizer, self.documents)
+        self._prompt = prompt_ids(self.data.tokenizer)
         self._sample_config = SampleConfig(max_new_tokens=train_config.sample_tokens, temperature=0.8,
                                            seed=train_config.seed)
 

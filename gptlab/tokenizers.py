@@ -151,6 +151,16 @@ class GPT2Tokenizer:
         _write_json(Path(folder) / TOKENIZER_FILE, {"type": self.name})
 
 
+def prompt_ids(tokenizer: Tokenizer, prompt: str = "") -> list[int]:
+    """The prompt's ids; an empty prompt starts from end-of-text (GPT-2's unconditional start), or
+    from a newline (else the first character) for a character model."""
+    if prompt:
+        return tokenizer.encode(prompt)
+    if tokenizer.eot is not None:
+        return [tokenizer.eot]
+    return tokenizer.encode("\n") if "\n" in tokenizer.chars else [0]
+
+
 def build_tokenizer(kind: str, text: str | None = None) -> Tokenizer:
     if kind == "gpt2":
         return GPT2Tokenizer()

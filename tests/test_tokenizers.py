@@ -235,3 +235,13 @@ def test_load_char_with_invalid_chars(tmp_path):
     _write(tmp_path, json.dumps({"type": "char", "chars": ["a", "a"]}))
     with pytest.raises(TokenizerError):
         load_tokenizer(tmp_path)
+
+
+def test_prompt_ids_start_unconditional_generation_sensibly():
+    from gptlab.tokenizers import prompt_ids
+
+    assert prompt_ids(GPT2Tokenizer()) == [50256]
+    assert prompt_ids(GPT2Tokenizer(), "Hello, world") == [15496, 11, 995]
+    with_newline, without = CharTokenizer("\nab"), CharTokenizer("ab")
+    assert prompt_ids(with_newline) == [0] and prompt_ids(with_newline, "ba") == [2, 1]
+    assert prompt_ids(without) == [0]
