@@ -238,10 +238,10 @@ class Lab:
 
     def watch(self, owner: str, run_id: str):
         """Yield the live view of a run until it ends. Only observes: leaving stops nothing."""
-        events, first, redraws = [], True, 0
+        events, offset, first, redraws = [], 0, True, 0
         while True:
             info = self.registry.get(owner, run_id)
-            new = self.registry.events(owner, run_id, len(events))
+            new, offset = self.registry.new_events(owner, run_id, offset)
             events += new
             running = info.status == "running"
             if new or first or not running:

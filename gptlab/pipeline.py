@@ -188,8 +188,17 @@ class TrainingRun:
 
 def read_events(run_dir: str | os.PathLike, start: int = 0) -> list[dict]:
     """A run's events from line `start` of its metrics log; a line still being written is left out."""
+    return read_new_events(run_dir)[0][start:]
+
+
+def read_new_events(run_dir: str | os.PathLike, offset: int = 0) -> tuple[list[dict], int]:
+    """The complete events after byte `offset` of the metrics log, and the offset to read from next,
+    so an observer polling a long run reads each line once."""
     try:
-        text = (Path(run_dir) / METRICS_FILE).read_text(encoding="utf-8")
+        with open(Path(run_dir) / METRICS_FILE, "rb") as log:
+            log.seek(offset)
+            data = log.read()
     except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.split("\n")[:-1][start:] if line]
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    return [json.loads(line) for line in data[:end].split(b"\n") if line], offset + end

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from gptlab.config import ModelConfig, TrainConfig, to_dict
-from gptlab.pipeline import TrainingRun, read_events
+from gptlab.pipeline import TrainingRun, read_events, read_new_events
 
 STATUS_FILE = "status.json"
 ACTIVE = ("running",)
@@ -123,6 +123,10 @@ class RunRegistry:
     def events(self, owner: str, run_id: str, start: int = 0) -> list[dict]:
         """The run's events from line `start` of its metrics log (complete lines only)."""
         return read_events(self.folder(owner, run_id), start)
+
+    def new_events(self, owner: str, run_id: str, offset: int = 0) -> tuple[list[dict], int]:
+        """Events after byte `offset` of the run's log, and the next offset (for polling observers)."""
+        return read_new_events(self.folder(owner, run_id), offset)
 
     def active_count(self) -> int:
         with self._lock:

@@ -255,3 +255,16 @@ def test_init_from_on_text_with_new_characters(trained, tmp_path):
     with pytest.raises(UnknownCharactersError, match="never saw"):
         TrainingRun(model_config=model_config, train_config=train_config, out_dir=tmp_path / "x",
                     data_paths=[other], init_from=run_dir)
+
+
+def test_new_events_are_read_once_from_a_byte_offset(tmp_path):
+    from gptlab.pipeline import read_new_events
+
+    log = tmp_path / METRICS_FILE
+    log.write_text('{"event": "step", "step": 1}\n{"event": "step", "st', encoding="utf-8")
+    first, offset = read_new_events(tmp_path)
+    assert first == [{"event": "step", "step": 1}]
+    with open(log, "a", encoding="utf-8") as f:
+        f.write('ep": 2}\n')
+    second, offset = read_new_events(tmp_path, offset)
+    assert second == [{"event": "step", "step": 2}] and read_new_events(tmp_path, offset) == ([], offset)
