@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -282,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as other tools do
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except (ValueError, OSError) as e:  # our errors are ValueErrors with sentences; OSErrors name the file
         message = " ".join(line.strip() for line in str(e).splitlines() if line.strip()) or type(e).__name__
         print(f"error: {message}", file=sys.stderr)
