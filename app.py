@@ -33,7 +33,7 @@ import torch
 
 from gptlab import views
 from gptlab.checkpoint import load_checkpoint
-from gptlab.config import DEFAULT_PRESET, FIELD_HELP, LR_SCHEDULES, PRECISIONS, PRESETS, ModelConfig, SampleConfig, TrainConfig
+from gptlab.config import ACTIVATIONS, DEFAULT_PRESET, FIELD_HELP, LR_SCHEDULES, PRECISIONS, PRESETS, ModelConfig, SampleConfig, TrainConfig
 from gptlab.data import DataError
 from gptlab.generate import generate, next_token_distribution
 from gptlab.pipeline import load_texts, prepare_data
@@ -47,7 +47,7 @@ START_FROM = ("Scratch (random weights)", "Pretrained GPT-2 small (from the Hugg
 CHECKPOINTS = ("best", "last", "uploaded .zip")
 STRATEGIES = ("sample", "greedy", "beam")
 SWEEP_TEMPERATURES = (0.2, 0.5, 0.8, 1.0, 1.4)
-MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")
+MODEL_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "activation")
 TRAIN_FIELDS = ("batch_size", "grad_accum_steps", "learning_rate", "min_lr", "lr_schedule", "warmup_steps",
                 "weight_decay", "beta1", "beta2", "grad_clip", "max_steps", "max_time", "eval_interval",
                 "eval_batches", "patience", "sample_interval", "seed", "precision")
@@ -508,6 +508,8 @@ def _setting(name: str, value, **kw):
         return gr.Dropdown(list(PRECISIONS), value=value, label=label, info=info, **kw)
     if name == "lr_schedule":
         return gr.Dropdown(list(LR_SCHEDULES), value=value, label=label, info=info, **kw)
+    if name == "activation":
+        return gr.Dropdown(list(ACTIVATIONS), value=value, label=label, info=info, **kw)
     if name in ("max_time", "patience"):
         return gr.Number(value=value or 0, label=label + " (0: off)", info=info, minimum=0, **kw)
     return gr.Number(value=value, label=label, info=info, **kw)

@@ -49,6 +49,10 @@ def _known(cls, values: dict[str, Any]) -> dict[str, Any]:
 # Model
 
 
+# The two GELUs differ by at most 0.0005; on CPU the exact one measured 2x faster forward and backward.
+ACTIVATIONS = ("gelu_tanh", "gelu")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int = 65
@@ -58,6 +62,7 @@ class ModelConfig:
     n_embd: int = 384
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm, as GPT-2 has them
+    activation: str = "gelu_tanh"  # GPT-2's tanh approximation; nanoGPT uses the exact "gelu"
 
     def __post_init__(self):
         _check_types(self)
@@ -69,6 +74,8 @@ class ModelConfig:
                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}.")
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}.")
+        _check(self.activation in ACTIVATIONS,
+               f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}.")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
@@ -283,20 +290,20 @@ PRESETS: dict[str, Preset] = {
         "The default: a character model sized for about two minutes on a laptop CPU.",
         # Tuned on the bundled corpus for a 120 s budget on 2 cores: a higher learning rate held flat,
         # then cooled down (wsd), beat nanoGPT's cosine at 1e-3; wider bf16 models did not pay off.
-        model=dict(block_size=64, n_layer=4, n_head=4, n_embd=128),
+        model=dict(block_size=64, n_layer=4, n_head=4, n_embd=128, activation="gelu"),
         train=dict(batch_size=16, learning_rate=6e-3, min_lr=6e-4, lr_schedule="wsd", warmup_steps=50,
                    max_steps=3000, weight_decay=0.1, beta2=0.99, eval_interval=250, eval_batches=10,
                    sample_interval=500),
     ),
     "nanogpt-cpu": Preset(
         "nanoGPT's documented CPU configuration for Shakespeare (a baseline to compare with).",
-        model=dict(block_size=64, n_layer=4, n_head=4, n_embd=128),
+        model=dict(block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False, activation="gelu"),
         train=dict(batch_size=12, learning_rate=1e-3, min_lr=1e-4, warmup_steps=100, max_steps=2000,
                    beta2=0.99, eval_interval=250, eval_batches=20, sample_interval=500),
     ),
     "char-gpu": Preset(
         "nanoGPT's Shakespeare character model: 10.7M parameters, for a GPU.",
-        model=dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2),
+        model=dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2, activation="gelu"),
         train=dict(batch_size=64, learning_rate=1e-3, min_lr=1e-4, warmup_steps=100, max_steps=5000,
                    beta2=0.99, eval_interval=250, eval_batches=20),
     ),
@@ -318,6 +325,7 @@ FIELD_HELP: dict[str, str] = {
     "n_embd": "width of the model (embedding size)",
     "dropout": "fraction of activations zeroed in training; helps small data, slows learning",
     "bias": "biases in Linear and LayerNorm layers, as GPT-2 has them",
+    "activation": "gelu_tanh (GPT-2's) or gelu (exact, as in nanoGPT; faster on CPU)",
     "tokenizer": "char (one token per character) or gpt2 (GPT-2's byte-pair encoding)",
     "val_fraction": "share of the text held out at the end for validation",
     "batch_size": "windows per micro-batch",

@@ -69,6 +69,10 @@ class PretrainedModel(NamedTuple):
 # Configs and weights
 
 
+# transformers' names for the activations gptlab computes (gelu_new is GPT-2's own).
+HF_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
+
+
 def config_from_hf(hf: dict, *, dropout: float = 0.0) -> ModelConfig:
     """A ModelConfig from a Hugging Face GPT-2 config.json (as a dict). Raises HubError listing every
     setting gptlab's GPT cannot reproduce (another architecture, another activation, ...)."""
@@ -78,9 +82,10 @@ def config_from_hf(hf: dict, *, dropout: float = 0.0) -> ModelConfig:
     missing = [k for k in ("vocab_size", "n_layer", "n_head", "n_embd") if not isinstance(hf.get(k), int)]
     if missing:
         problems.append(f"config.json lacks {', '.join(missing)}")
+    activation = HF_ACTIVATIONS.get(hf.get("activation_function", "gelu_new"))
     unsupported = {
-        "activation_function": (hf.get("activation_function", "gelu_new") in ("gelu_new", "gelu_pytorch_tanh"),
-                                "only GPT-2's tanh GELU (gelu_new) is supported"),
+        "activation_function": (activation is not None,
+                                f"the supported activations are {', '.join(sorted(HF_ACTIVATIONS))}"),
         "n_inner": (hf.get("n_inner") in (None, 4 * (hf.get("n_embd") or 0)), "the MLP must be 4 x n_embd wide"),
         "layer_norm_epsilon": (abs(hf.get("layer_norm_epsilon", 1e-5) - 1e-5) < 1e-12, "it must be 1e-5"),
         "scale_attn_weights": (hf.get("scale_attn_weights", True) is True, "attention must be scaled"),
@@ -93,7 +98,7 @@ def config_from_hf(hf: dict, *, dropout: float = 0.0) -> ModelConfig:
         try:
             return ModelConfig(vocab_size=hf["vocab_size"], block_size=hf.get("n_positions", hf.get("n_ctx", 1024)),
                                n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=dropout,
-                               bias=True)
+                               bias=True, activation=activation)
         except ConfigError as e:
             problems.append(str(e))
     raise HubError("This Hugging Face model cannot be loaded as a GPT-2:\n" + "\n".join(f"  - {p}" for p in problems))
@@ -107,7 +112,8 @@ def config_to_hf(config: ModelConfig, tokenizer: Tokenizer) -> dict:
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
         "vocab_size": config.vocab_size, "n_positions": config.block_size, "n_ctx": config.block_size,
         "n_embd": config.n_embd, "n_layer": config.n_layer, "n_head": config.n_head, "n_inner": None,
-        "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5, "initializer_range": 0.02,
+        "activation_function": "gelu_new" if config.activation == "gelu_tanh" else "gelu",
+        "layer_norm_epsilon": 1e-5, "initializer_range": 0.02,
         "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
         "scale_attn_weights": True, "tie_word_embeddings": True, "use_cache": True, "dtype": "float32",
         "bos_token_id": eot, "eos_token_id": eot,  # None for char models: they have no end-of-text token

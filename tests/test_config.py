@@ -85,6 +85,8 @@ def test_choices_are_listed_in_the_message():
         TrainConfig(tokenizer="bpe")
     with pytest.raises(ConfigError, match="greedy, sample, beam"):
         SampleConfig(strategy="nucleus")
+    with pytest.raises(ConfigError, match="gelu_tanh, gelu"):
+        ModelConfig(activation="relu")
 
 
 # Values of the wrong type come from JSON files and form fields; they should be ConfigErrors too,

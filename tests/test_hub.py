@@ -79,10 +79,11 @@ def offline(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
 
-def char_checkpoint(folder: Path, *, bias=True, seed=0, **save_kw) -> tuple[Path, GPT]:
+def char_checkpoint(folder: Path, *, bias=True, activation="gelu_tanh", seed=0, **save_kw) -> tuple[Path, GPT]:
     torch.manual_seed(seed)
     tok = CharTokenizer.from_text("To be, or not to be: that is the question.\n")
-    cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=16, bias=bias)
+    cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=16, bias=bias,
+                      activation=activation)
     model = GPT(cfg)
     with torch.no_grad():
         for p in model.parameters():
@@ -250,9 +251,9 @@ def test_export_gpt2_bpe_model_loads_in_transformers(tmp_path):
     assert_same_logits(back.model, theirs, 50257)
 
 
-@pytest.mark.parametrize("bias", [True, False])
-def test_export_char_model_loads_in_transformers(tmp_path, bias):
-    ckpt, model = char_checkpoint(tmp_path / "ckpt", bias=bias)
+@pytest.mark.parametrize("bias, activation", [(True, "gelu_tanh"), (False, "gelu")])
+def test_export_char_model_loads_in_transformers(tmp_path, bias, activation):
+    ckpt, model = char_checkpoint(tmp_path / "ckpt", bias=bias, activation=activation)
     out = hub.export_hf(ckpt, tmp_path / "hf", repo_id="alice/tiny-char")
 
     chars = json.loads((out / "vocab_chars.json").read_text(encoding="utf-8"))
@@ -264,7 +265,7 @@ def test_export_char_model_loads_in_transformers(tmp_path, bias):
     assert "vocab_chars.json" in card and "Hugging Face tokenizers do not apply" in card
 
     back = hub.load_pretrained(out)  # a pushed char model can be imported again, with its vocabulary
-    assert back.tokenizer.chars == chars
+    assert back.tokenizer.chars == chars and back.model.config.activation == activation
     assert_same_logits(back.model, theirs, len(chars))
 
 

@@ -213,6 +213,27 @@ def test_weight_decay_applies_only_to_linear_weights():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
+def test_the_fused_cpu_optimizer_steps_like_the_reference_adamw():
+    """make_optimizer picks the fused kernel for speed; it must move the weights as AdamW's for-loop does."""
+    def run(fused: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = GPT(tiny_model_config())
+        optimizer = make_optimizer(model, tiny_train(weight_decay=0.1), torch.device("cpu"))
+        assert optimizer.defaults["fused"]
+        if not fused:
+            groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in optimizer.param_groups]
+            optimizer = torch.optim.AdamW(groups, lr=optimizer.defaults["lr"], betas=optimizer.defaults["betas"],
+                                          foreach=False)
+        for step in range(3):
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(step)) + 0.5
+            optimizer.step()
+        return [p.detach() for p in model.parameters()]
+
+    for fused, reference in zip(run(True), run(False)):
+        torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-6)
+
+
 def test_same_seed_same_run():
     def losses():
         torch.manual_seed(123)

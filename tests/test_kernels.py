@@ -1,0 +1,81 @@
+"""The oneDNN Linear must compute what nn.Linear computes: outputs and all three gradients, for every
+shape and layout the model gives it, and it must step aside where it does not apply."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gptlab import kernels
+from gptlab.config import ModelConfig
+from gptlab.model import GPT
+
+pytestmark = pytest.mark.skipif(not kernels.ONEDNN_LINEAR, reason="this PyTorch build has no oneDNN")
+
+
+def grads(fn, x, weight, bias):
+    x, weight = x.detach().requires_grad_(), weight.detach().requires_grad_()
+    bias = bias.detach().requires_grad_() if bias is not None else None
+    out = fn(x, weight, bias)
+    out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+    return out, x.grad, weight.grad, bias.grad if bias is not None else None
+
+
+@pytest.mark.parametrize("shape", [(5, 7), (3, 4, 7), (1, 1, 7), (2, 3, 4, 7)])
+@pytest.mark.parametrize("out_features", [3, 11])  # weight gradient computed both ways round
+@pytest.mark.parametrize("bias", [True, False])
+def test_forward_and_gradients_equal_f_linear(shape, out_features, bias):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=g)
+    weight = torch.randn(out_features, shape[-1], generator=g)
+    b = torch.randn(out_features, generator=g) if bias else None
+    assert kernels.use_onednn(x, weight)
+    ours, theirs = grads(kernels.linear, x, weight, b), grads(F.linear, x, weight, b)
+    for a, e in zip(ours, theirs):
+        if e is None:
+            assert a is None
+        else:
+            assert a.shape == e.shape
+            torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-5)
+
+
+def test_strided_input_and_weight():
+    x = torch.randn(7, 10)[:, ::2]  # (7, 5), every other column
+    weight = torch.randn(5, 3).t()  # (3, 5), transposed
+    assert not x.is_contiguous() and not weight.is_contiguous()
+    torch.testing.assert_close(kernels.linear(x, weight), F.linear(x, weight))
+
+
+def test_falls_back_where_onednn_does_not_apply():
+    x, w = torch.randn(4, 8), torch.randn(2, 8)
+    assert not kernels.use_onednn(x.double(), w.double())
+    assert not kernels.use_onednn(x[:0], w)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not kernels.use_onednn(x, w)
+        assert kernels.linear(x, w).dtype == torch.bfloat16  # autocast did its job
+    torch.testing.assert_close(kernels.linear(x.double(), w.double()), F.linear(x.double(), w.double()))
+
+
+def test_switch_off(monkeypatch):
+    monkeypatch.setattr(kernels, "ONEDNN_LINEAR", False)
+    assert not kernels.use_onednn(torch.randn(2, 3), torch.randn(4, 3))
+
+
+def test_model_trains_the_same_with_and_without_onednn(monkeypatch):
+    """A few optimiser steps of the whole model: the kernel swap must not change what is learned."""
+    config = ModelConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16, activation="gelu")
+    idx = torch.randint(0, 11, (4, 8), generator=torch.Generator().manual_seed(1))
+
+    def train(enabled: bool) -> list[torch.Tensor]:
+        monkeypatch.setattr(kernels, "ONEDNN_LINEAR", enabled)
+        torch.manual_seed(0)
+        model = GPT(config)
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)  # Adam would magnify float noise on zero gradients
+        for _ in range(3):
+            _, loss = model(idx, idx)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        return [p.detach().clone() for p in model.parameters()]
+
+    for ours, theirs in zip(train(True), train(False)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
