@@ -21,14 +21,19 @@ REFERENCE_TRAIN = dict(batch_size=12, learning_rate=1e-3, min_lr=1e-4, warmup_st
                        beta2=0.99, eval_interval=250, eval_batches=20, grad_clip=1.0, weight_decay=0.1)
 
 
-def matmul_peak_flops(n: int = 2048, repeats: int = 10) -> float:
-    """fp32 FLOP/s of an n×n matmul, best of `repeats`: the ceiling a training step can approach."""
+def matmul_peak_flops(n: int = 2048, repeats: int = 10, onednn: bool = False) -> float:
+    """fp32 FLOP/s of an n×n matmul, best of `repeats`: the ceiling a training step can approach.
+
+    The plain `a @ b` is what PyTorch does by default (MKL's sgemm). onednn=True times the kernel
+    that gptlab's Linear layers use instead (see gptlab/kernels.py); where oneDNN is faster, it is
+    the honest ceiling for our step."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
+    matmul = (lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], "")) if onednn else (lambda: a @ b)
+    matmul()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        a @ b
+        matmul()
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
 

@@ -20,6 +20,7 @@ import time
 import torch
 
 from common import REFERENCE, TINYSHAKESPEARE, matmul_peak_flops, print_table
+from gptlab import kernels
 from gptlab.config import ModelConfig, TrainConfig
 from gptlab.pipeline import TrainingRun
 
@@ -80,7 +81,7 @@ def main() -> None:
         if len(steps) > 1 else 0.0
     steady = sorted(e.tokens_per_sec for e in steps[len(steps) // 10:])
     steady_rate = steady[len(steady) // 2] if steady else 0.0
-    peak = matmul_peak_flops()
+    peak, onednn_peak = matmul_peak_flops(), matmul_peak_flops(onednn=True) if kernels.ONEDNN_LINEAR else None
     flops = steady_rate * mc.flops_per_token()
     print(f"preset {args.preset} {overrides or ''}: {mc.n_layer}x{mc.n_head}x{mc.n_embd}, context {mc.block_size}, "
           f"{mc.num_params() / 1e6:.2f}M parameters; {done.reason}")
@@ -97,8 +98,10 @@ def main() -> None:
                  ["steady tokens/s (median)", steady_rate],
                  ["mean tokens/s over the run", tokens_per_sec],
                  ["model GFLOP/s (steady)", flops / 1e9],
-                 ["fraction of fp32 matmul peak", flops / peak],
-                 ["matmul peak GFLOP/s (this run)", peak / 1e9]])
+                 ["fraction of plain fp32 matmul peak (torch a @ b)", flops / peak],
+                 ["plain matmul peak GFLOP/s (this run)", peak / 1e9]]
+                + ([["fraction of oneDNN fp32 matmul peak (our Linear's kernel)", flops / onednn_peak],
+                    ["oneDNN matmul peak GFLOP/s (this run)", onednn_peak / 1e9]] if onednn_peak else []))
 
 
 if __name__ == "__main__":
