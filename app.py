@@ -69,16 +69,15 @@ class Limits:
 def user_errors(fn):
     """Library errors are sentences for the user: show them as gr.Error, never as a stack trace.
 
-    Handlers also run torch on one thread: the cores belong to the training threads (an extra
-    OpenMP pool in any handler thread slowed training by ~25%; see gptlab/runs.py)."""
+    Plain handlers also run under one_torch_thread(). Generators do not: `start` and `resume` stay
+    in watch() for the whole run, so they hold it only around their own torch work."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with one_torch_thread():
-                try:
-                    yield from fn(*args, **kwargs)
-                except (ValueError, OSError) as e:
-                    raise gr.Error(str(e).strip() or type(e).__name__) from None
+            try:
+                yield from fn(*args, **kwargs)
+            except (ValueError, OSError) as e:
+                raise gr.Error(str(e).strip() or type(e).__name__) from None
     else:
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
@@ -90,15 +89,32 @@ def user_errors(fn):
     return wrapper
 
 
+_TRAIN_THREADS = torch.get_num_threads()
+_one_thread_lock = threading.Lock()
+_one_thread_holders = 0
+
+
 @contextlib.contextmanager
 def one_torch_thread():
-    """torch's thread count is per thread: set it for this handler only, and put it back."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    """Run a handler's torch work on one thread, so it starts no OpenMP pool of its own (once the
+    pools outnumber the cores, OpenMP stops spinning and training ran ~25% slower).
+
+    torch.set_num_threads is process-wide, though: while this is held, training's own elementwise
+    ops run on one thread too (matmuls keep their threads; at the char-cpu size this measured no
+    slower). So it is held around torch work only, not for the whole life of a live view. Handlers
+    overlap, so the last one out restores the count (saving and restoring per handler could leave
+    it at 1 for good)."""
+    global _one_thread_holders
+    with _one_thread_lock:
+        _one_thread_holders += 1
+        torch.set_num_threads(1)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _one_thread_lock:
+            _one_thread_holders -= 1
+            if _one_thread_holders == 0:
+                torch.set_num_threads(_TRAIN_THREADS)
 
 
 def named(fn, *names: str):
@@ -125,7 +141,7 @@ class Lab:
     """The app's state and handlers, independent of the layout (the tests call these directly)."""
 
     def __init__(self, runs_dir: str | os.PathLike = "runs", *, max_concurrent: int = 1, limits: Limits | None = None):
-        self.registry = RunRegistry(runs_dir, max_concurrent=max_concurrent, train_threads=torch.get_num_threads())
+        self.registry = RunRegistry(runs_dir, max_concurrent=max_concurrent, train_threads=_TRAIN_THREADS)
         self.limits = limits or Limits()
         self._plot_prefs: dict[str, tuple[bool, str]] = {}
         self._models: dict[tuple, tuple] = {}
@@ -264,15 +280,17 @@ class Lab:
         model_config, train_config = self._configs(tokenizer, settings)
         init_from = None
         if start_from == START_FROM[1]:
-            init_from = self._pretrained_gpt2()
+            with one_torch_thread():
+                init_from = self._pretrained_gpt2()
         paths, texts = self._documents(source, files, pasted)
         vocab = 50257 if tokenizer == "gpt2" or init_from else 256
         if model_config.replace(vocab_size=vocab).num_params() > self.limits.max_params and init_from is None:
             raise DataError(f"That model has about {model_config.replace(vocab_size=vocab).num_params() / 1e6:.1f}M "
                             f"parameters; this server allows {self.limits.max_params / 1e6:.3g}M. Make it smaller "
                             "(fewer layers or a narrower width).")
-        run_id = self.registry.start(owner, model_config=model_config, train_config=train_config, data_paths=paths,
-                                     texts=texts, init_from=init_from)
+        with one_torch_thread():  # tokenizing and building the model
+            run_id = self.registry.start(owner, model_config=model_config, train_config=train_config,
+                                         data_paths=paths, texts=texts, init_from=init_from)
         yield from self.watch(owner, run_id)
 
     def _pretrained_gpt2(self) -> Path:
@@ -317,7 +335,8 @@ class Lab:
         info = self.registry.get(owner, run_id)
         limits = TrainConfig.from_dict({**info.train, "max_steps": int(max_steps),
                                         "max_time": float(max_time) if max_time else None})
-        self.registry.start(owner, resume_id=run_id, train_config=limits)
+        with one_torch_thread():
+            self.registry.start(owner, resume_id=run_id, train_config=limits)
         yield from self.watch(owner, run_id)
 
     def set_plot_prefs(self, owner, run_id, log_scale, x_axis):
@@ -440,13 +459,14 @@ class Lab:
     @user_errors
     def sample(self, owner, run_id, which, upload, prompt, *decoding):
         config = self._sample_config(*decoding)
-        model, tokenizer = self._model(self._checkpoint_folder(owner, run_id, which, upload))
-        ids = generate(model, self._prompt_ids(tokenizer, prompt or ""), config, eot=tokenizer.eot)
-        text = prompt or ""
-        yield text
-        for piece in stream_text(ids, tokenizer, stop=config.stop):
-            text += piece
+        with one_torch_thread():  # all of it is torch work, the stream included
+            model, tokenizer = self._model(self._checkpoint_folder(owner, run_id, which, upload))
+            ids = generate(model, self._prompt_ids(tokenizer, prompt or ""), config, eot=tokenizer.eot)
+            text = prompt or ""
             yield text
+            for piece in stream_text(ids, tokenizer, stop=config.stop):
+                text += piece
+                yield text
 
     @user_errors
     def next_tokens(self, owner, run_id, which, upload, prompt, *decoding) -> list[list]:

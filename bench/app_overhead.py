@@ -88,8 +88,9 @@ def main() -> None:
     cli_best, app_best = max(rates["cli"]), max(rates["app"])
     print_table(f"Training throughput, app worker (watched, {updates} live updates) vs CLI; preset {args.preset}, "
                 f"{args.steps} steps, best of {args.repeats}, each run in a fresh process",
-                ["path", "tokens/s", "vs CLI"],
-                [["CLI (python -m gptlab train)", cli_best, 1.0], ["app worker, watched", app_best, app_best / cli_best]])
+                ["path", "tokens/s", "vs CLI", "every run (tokens/s)"],
+                [["CLI (python -m gptlab train)", cli_best, 1.0, " ".join(f"{r:,.0f}" for r in rates["cli"])],
+                 ["app worker, watched", app_best, app_best / cli_best, " ".join(f"{r:,.0f}" for r in rates["app"])]])
 
 
 if __name__ == "__main__":

@@ -136,12 +136,13 @@ def main(argv=None) -> None:
 
     print(f"\nGreedy generation, CPU ({torch.get_num_threads()} threads), batch 1, prompt {args.prompt}, "
           f"{args.tokens} new tokens, best of {args.repeats} (naive paths: 1 run), torch {torch.__version__}")
-    header = f"| {'model':<5} | {'path':<48} | {'tokens/s':>9} | {'vs transformers':>15} |"
+    header = f"| {'model':<5} | {'path':<48} | {'tokens/s':>9} | {'vs transformers':>15} | {'vs ours, no cache':>17} |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for name, label, rate in rows:
         ref = next(r for n, lab, r in rows if n == name and lab == "transformers generate")
-        print(f"| {name:<5} | {label:<48} | {rate:>9.1f} | {rate / ref:>14.2f}x |")
+        naive = next(r for n, lab, r in rows if n == name and lab == "ours, no cache")
+        print(f"| {name:<5} | {label:<48} | {rate:>9.1f} | {rate / ref:>14.2f}x | {rate / naive:>16.2f}x |")
 
 
 if __name__ == "__main__":

@@ -68,8 +68,8 @@ class RunRegistry:
         self.root = Path(root)
         # torch threads for each training thread. OpenMP keeps a pool of workers for every thread
         # that ever ran a parallel region; once the pools outnumber the cores it stops spinning and
-        # training ran ~25% slower. So training threads get the cores, and the app's other threads
-        # run torch on one thread (see app.py).
+        # training ran ~25% slower. So training threads get the cores, and the app's handlers run
+        # their torch work on one thread (see app.py's one_torch_thread).
         self.train_threads = train_threads or torch.get_num_threads()
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_concurrent, self.keep_per_owner, self.max_age_s = max_concurrent, keep_per_owner, max_age_s
@@ -192,7 +192,7 @@ class RunRegistry:
         return kept
 
     def _train(self, run: TrainingRun, info: RunInfo, stop: threading.Event) -> None:
-        torch.set_num_threads(self.train_threads)  # per thread: this one's OpenMP team
+        torch.set_num_threads(self.train_threads)  # this thread's OpenMP team (and torch's global count)
         try:
             for event in run.events(stop):
                 info.step = event.step

@@ -575,14 +575,23 @@ def test_watching_someone_elses_run_says_there_is_no_such_run(server, trained):
         client.predict(Lab.owner_or_new(""), run_a, api_name="/watch")
 
 
-def test_handlers_run_torch_on_one_thread_and_put_the_count_back():
+def test_handlers_run_torch_on_one_thread_and_the_last_one_out_restores_the_count():
     import torch
 
+    import app
     from app import one_torch_thread, user_errors
 
-    before = torch.get_num_threads()
+    full = app._TRAIN_THREADS
     with one_torch_thread():
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
-    seen = user_errors(lambda: torch.get_num_threads())()
-    assert seen == 1 and torch.get_num_threads() == before
+        with one_torch_thread():  # a second handler overlapping the first
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1  # the first one still holds it
+    assert torch.get_num_threads() == full
+    assert user_errors(lambda: torch.get_num_threads())() == 1
+
+    # torch's count is process-wide: a generator (a live view) must not hold it across its yields,
+    # or training would run its elementwise ops on one thread for as long as a tab watches.
+    def live_view():
+        yield torch.get_num_threads()
+
+    assert next(user_errors(live_view)()) == full

@@ -121,9 +121,9 @@ def test_upload_train_watch_stop_compare_sample(page, tmp_path):
         field = page.get_by_label(label, exact=True)
         field.fill(str(value))
         field.press("Tab")  # blur: gradio commits the value
-    # 2 layers of width 32 over the upload's 36 characters; batch 16 × block size 32 tokens per step.
+    # 2 layers of width 32 over the upload's 36 characters; batch 32 × block size 32 tokens per step.
     expect(page.locator("#size")).to_contain_text("0.03M parameters")
-    expect(page.locator("#size")).to_contain_text("512 tokens per step")
+    expect(page.locator("#size")).to_contain_text("1,024 tokens per step")
     for title in accordions:
         page.get_by_text(title, exact=True).click()  # closed again, as a user leaves them
     page.evaluate("""() => {
