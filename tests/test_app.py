@@ -27,6 +27,8 @@ import json
 import re
 import shutil
 import socket
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -595,3 +597,16 @@ def test_handlers_run_torch_on_one_thread_and_the_last_one_out_restores_the_coun
         yield torch.get_num_threads()
 
     assert next(user_errors(live_view)()) == full
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or "glibc" not in (os.confstr("CS_GNU_LIBC_VERSION") or ""),
+                    reason="malloc arenas are glibc's")
+def test_training_threads_allocate_from_the_main_malloc_arena():
+    """A thread arena hands freed activations back to the OS and faults them in again each step."""
+    code = ("import app, threading, ctypes, torch\n"
+            "t = threading.Thread(target=lambda: torch.ones(2**22).sum()); t.start(); t.join()\n"
+            "ctypes.CDLL(None).malloc_stats()\n")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("Arena ") == 1, out.stderr
