@@ -14,6 +14,10 @@ conditions on the last block_size tokens, as nanoGPT's generate does. GPT-2 has 
 position embeddings, so sliding the window moves every cached key to a new position; the cache
 is therefore rebuilt from the window at each step past block_size, which costs what the naive
 path costs. The cache pays off inside the block, where each step feeds the model one token.
+
+Memory: while a generation runs, the Linear weights are also held in oneDNN's blocked layout
+(gptlab.kernels.packed_weights), a second copy of them, which streams faster. It is freed when the
+iterator finishes or is closed.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from gptlab.config import SampleConfig
+from gptlab.kernels import packed_weights
 from gptlab.model import GPT, KVCache
 from gptlab.sampling import greedy_next, process_logits, sample_next
 
@@ -163,7 +168,7 @@ class _Context:
 def _decode(model: GPT, ids: list[int], config: SampleConfig, eot: int | None,
             generator: torch.Generator | None, use_cache: bool) -> Iterator[int]:
     """Greedy decoding or sampling, one token per step."""
-    with _eval_mode(model):
+    with _eval_mode(model), packed_weights(model):
         device = _device(model)
         start = len(ids)
         seq = torch.empty(1, start + config.max_new_tokens, dtype=torch.long, device=device)  # (1, max length)
@@ -194,7 +199,7 @@ def _beam_search(model: GPT, ids: list[int], config: SampleConfig, eot: int | No
     running beam can still beat the worst finished one (transformers' heuristic, judged at the
     current length). Yields the new tokens of the best hypothesis, without its final eot.
     """
-    with _eval_mode(model):
+    with _eval_mode(model), packed_weights(model):
         device = _device(model)
         beams, lp = config.num_beams, config.length_penalty
         start = len(ids)

@@ -7,10 +7,13 @@ matrix-vector products of generation. The arithmetic stays float32.
 
 The fast path is taken only where it applies: CPU, float32, no autocast, not under torch.compile
 (which picks its own kernels). Everything else goes to F.linear. Set GPTLAB_ONEDNN=0 to turn it off.
+
+For inference, `packed_weights` also lends each layer a copy of its weight in oneDNN's own layout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -71,5 +74,33 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 class Linear(nn.Linear):
     """nn.Linear (same parameters, same state dict) computed by `linear`."""
 
+    packed_weight: torch.Tensor | None = None  # set only inside `packed_weights`
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed_weight is not None and not torch.is_grad_enabled() and use_onednn(x, self.weight):
+            return _matmul_t(x, self.packed_weight, self.bias)
         return linear(x, self.weight, self.bias)
+
+
+@contextlib.contextmanager
+def packed_weights(module: nn.Module):
+    """Inside the block, the Linear layers of `module` compute from a copy of their weights in
+    oneDNN's blocked layout, for inference.
+
+    Generation is bound by memory bandwidth: each token streams every weight once. oneDNN streams
+    its own blocked layout faster than PyTorch's row-major one (GPT-2's layers measured 1.2x, one
+    row at a time), but packing 124M weights costs ~0.2 s, so it pays only when many forward passes
+    share one copy. The copies are a snapshot: the caller must not change the weights inside the
+    block. Outside oneDNN's reach (GPU, float64, no oneDNN) it does nothing.
+    """
+    layers = [m for m in module.modules()
+              if isinstance(m, Linear) and ONEDNN_LINEAR and m.weight.device.type == "cpu"
+              and m.weight.dtype == torch.float32 and m.weight.numel() > 0]
+    with torch.no_grad():
+        for m in layers:
+            m.packed_weight = torch.ops.mkldnn._reorder_linear_weight(m.weight)
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.packed_weight = None

@@ -251,3 +251,17 @@ def test_bad_prompts_raise_clear_errors():
         generate(ours, torch.zeros(1, 3, dtype=torch.long), greedy)
     with pytest.raises(GenerationError, match="top_n"):
         next_token_distribution(ours, [1], greedy, top_n=0)
+
+
+def test_generation_drops_its_packed_weight_copies_when_closed_early():
+    """generate packs the weights for oneDNN while it runs; a caller that stops reading early
+    (a UI's stop button) must not leave the copies alive, or stale ones in use."""
+    from gptlab.config import ModelConfig
+    from gptlab.kernels import ONEDNN_LINEAR, Linear
+
+    model = GPT(ModelConfig(vocab_size=11, block_size=16, n_layer=1, n_head=2, n_embd=8))
+    stream = generate(model, [1, 2], SampleConfig(strategy="greedy", max_new_tokens=5))
+    next(stream)
+    assert all((m.packed_weight is not None) == ONEDNN_LINEAR for m in model.modules() if isinstance(m, Linear))
+    stream.close()
+    assert all(m.packed_weight is None for m in model.modules() if isinstance(m, Linear))

@@ -79,3 +79,39 @@ def test_model_trains_the_same_with_and_without_onednn(monkeypatch):
 
     for ours, theirs in zip(train(True), train(False)):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def tiny_model() -> GPT:
+    torch.manual_seed(0)
+    return GPT(ModelConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16))
+
+
+def linears(model: GPT) -> list[kernels.Linear]:
+    return [m for m in model.modules() if isinstance(m, kernels.Linear)]
+
+
+def test_packed_weights_compute_the_same_and_are_released_after_the_block():
+    model = tiny_model()
+    idx = torch.randint(0, 11, (3, 8), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, _ = model(idx)
+    with kernels.packed_weights(model):
+        assert all(m.packed_weight is not None and m.packed_weight.is_mkldnn for m in linears(model))
+        with torch.no_grad():
+            packed, _ = model(idx)
+        # With gradients on, the layers compute from the parameters, so training inside still learns.
+        _, loss = model(idx, idx)
+        loss.backward()
+    torch.testing.assert_close(packed, expected, rtol=1e-5, atol=1e-5)
+    assert all(m.packed_weight is None for m in linears(model))
+    assert all(p.grad is not None for p in model.parameters())
+
+    with pytest.raises(RuntimeError, match="boom"), kernels.packed_weights(model):
+        raise RuntimeError("boom")
+    assert all(m.packed_weight is None for m in linears(model))
+
+
+def test_packed_weights_leave_other_dtypes_alone():
+    model = tiny_model().double()
+    with kernels.packed_weights(model):
+        assert all(m.packed_weight is None for m in linears(model))
