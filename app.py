@@ -31,7 +31,6 @@ def _share_one_malloc_arena() -> None:
 _share_one_malloc_arena()
 
 import argparse
-import contextlib
 import functools
 import hashlib
 import inspect
@@ -46,7 +45,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
-import torch
 
 from gptlab import views
 from gptlab.checkpoint import load_checkpoint
@@ -57,6 +55,7 @@ from gptlab.pipeline import load_texts, prepare_data
 from gptlab.plots import compare_figure, dynamics_figure, loss_figure
 from gptlab.runs import RunRegistry
 from gptlab.textstream import stream_text
+from gptlab.threads import use_one_thread
 from gptlab.tokenizers import prompt_ids
 
 SOURCES = ("Bundled Shakespeare", "Upload files", "Paste text")
@@ -86,52 +85,34 @@ class Limits:
 def user_errors(fn):
     """Library errors are sentences for the user: show them as gr.Error, never as a stack trace.
 
-    Plain handlers also run under one_torch_thread(). Generators do not: `start` and `resume` stay
-    in watch() for the whole run, so they hold it only around their own torch work."""
+    Handlers also keep their torch work on one CPU thread, leaving the cores to training
+    (gptlab.threads says why). Gradio may resume a generator on any of its worker threads, so a
+    generator's thread is set at every step."""
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
+            steps = fn(*args, **kwargs)
             try:
-                yield from fn(*args, **kwargs)
+                while True:
+                    use_one_thread()
+                    try:
+                        update = next(steps)
+                    except StopIteration:
+                        return
+                    yield update
             except (ValueError, OSError) as e:
                 raise gr.Error(str(e).strip() or type(e).__name__) from None
+            finally:
+                steps.close()
     else:
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            with one_torch_thread():
-                try:
-                    return fn(*args, **kwargs)
-                except (ValueError, OSError) as e:
-                    raise gr.Error(str(e).strip() or type(e).__name__) from None
+            use_one_thread()
+            try:
+                return fn(*args, **kwargs)
+            except (ValueError, OSError) as e:
+                raise gr.Error(str(e).strip() or type(e).__name__) from None
     return wrapper
-
-
-_TRAIN_THREADS = torch.get_num_threads()
-_one_thread_lock = threading.Lock()
-_one_thread_holders = 0
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """Run a handler's torch work on one thread, so it starts no OpenMP pool of its own (once the
-    pools outnumber the cores, OpenMP stops spinning and training ran ~25% slower).
-
-    torch.set_num_threads is process-wide, though: while this is held, training's own elementwise
-    ops run on one thread too (matmuls keep their threads; at the char-cpu size this measured no
-    slower). So it is held around torch work only, not for the whole life of a live view. Handlers
-    overlap, so the last one out restores the count (saving and restoring per handler could leave
-    it at 1 for good)."""
-    global _one_thread_holders
-    with _one_thread_lock:
-        _one_thread_holders += 1
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        with _one_thread_lock:
-            _one_thread_holders -= 1
-            if _one_thread_holders == 0:
-                torch.set_num_threads(_TRAIN_THREADS)
 
 
 def named(fn, *names: str):
@@ -158,7 +139,7 @@ class Lab:
     """The app's state and handlers, independent of the layout (the tests call these directly)."""
 
     def __init__(self, runs_dir: str | os.PathLike = "runs", *, max_concurrent: int = 1, limits: Limits | None = None):
-        self.registry = RunRegistry(runs_dir, max_concurrent=max_concurrent, train_threads=_TRAIN_THREADS)
+        self.registry = RunRegistry(runs_dir, max_concurrent=max_concurrent)
         self.limits = limits or Limits()
         self._plot_prefs: dict[str, tuple[bool, str]] = {}
         self._models: dict[tuple, tuple] = {}
@@ -203,8 +184,8 @@ class Lab:
     def preview(self, source, files, pasted, tokenizer, block_size, val_fraction=0.1):
         """(message, stats, first lines, input/target table, vocabulary size). Bad input is reported
         in the message next to the input rather than raised."""
-        with one_torch_thread():  # as in user_errors
-            return self._preview(source, files, pasted, tokenizer, block_size, val_fraction)
+        use_one_thread()  # as in user_errors
+        return self._preview(source, files, pasted, tokenizer, block_size, val_fraction)
 
     def _preview(self, source, files, pasted, tokenizer, block_size, val_fraction):
         try:
@@ -297,17 +278,15 @@ class Lab:
         model_config, train_config = self._configs(tokenizer, settings)
         init_from = None
         if start_from == START_FROM[1]:
-            with one_torch_thread():
-                init_from = self._pretrained_gpt2()
+            init_from = self._pretrained_gpt2()
         paths, texts = self._documents(source, files, pasted)
         vocab = 50257 if tokenizer == "gpt2" or init_from else 256
         if model_config.replace(vocab_size=vocab).num_params() > self.limits.max_params and init_from is None:
             raise DataError(f"That model has about {model_config.replace(vocab_size=vocab).num_params() / 1e6:.1f}M "
                             f"parameters; this server allows {self.limits.max_params / 1e6:.3g}M. Make it smaller "
                             "(fewer layers or a narrower width).")
-        with one_torch_thread():  # tokenizing and building the model
-            run_id = self.registry.start(owner, model_config=model_config, train_config=train_config,
-                                         data_paths=paths, texts=texts, init_from=init_from)
+        run_id = self.registry.start(owner, model_config=model_config, train_config=train_config,
+                                     data_paths=paths, texts=texts, init_from=init_from)
         yield from self.watch(owner, run_id)
 
     def _pretrained_gpt2(self) -> Path:
@@ -352,8 +331,7 @@ class Lab:
         info = self.registry.get(owner, run_id)
         limits = TrainConfig.from_dict({**info.train, "max_steps": int(max_steps),
                                         "max_time": float(max_time) if max_time else None})
-        with one_torch_thread():
-            self.registry.start(owner, resume_id=run_id, train_config=limits)
+        self.registry.start(owner, resume_id=run_id, train_config=limits)
         yield from self.watch(owner, run_id)
 
     def set_plot_prefs(self, owner, run_id, log_scale, x_axis):
@@ -476,14 +454,13 @@ class Lab:
     @user_errors
     def sample(self, owner, run_id, which, upload, prompt, *decoding):
         config = self._sample_config(*decoding)
-        with one_torch_thread():  # all of it is torch work, the stream included
-            model, tokenizer = self._model(self._checkpoint_folder(owner, run_id, which, upload))
-            ids = generate(model, self._prompt_ids(tokenizer, prompt or ""), config, eot=tokenizer.eot)
-            text = prompt or ""
+        model, tokenizer = self._model(self._checkpoint_folder(owner, run_id, which, upload))
+        ids = generate(model, self._prompt_ids(tokenizer, prompt or ""), config, eot=tokenizer.eot)
+        text = prompt or ""
+        yield text
+        for piece in stream_text(ids, tokenizer, stop=config.stop):
+            text += piece
             yield text
-            for piece in stream_text(ids, tokenizer, stop=config.stop):
-                text += piece
-                yield text
 
     @user_errors
     def next_tokens(self, owner, run_id, which, upload, prompt, *decoding) -> list[list]:

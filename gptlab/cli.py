@@ -12,7 +12,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import MISSING, fields
+from dataclasses import fields
 from pathlib import Path
 
 from gptlab.config import DEFAULT_PRESET, FIELD_HELP, PRESETS, ModelConfig, SampleConfig, TrainConfig, to_dict

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from gptlab.config import ModelConfig, TrainConfig, to_dict
 from gptlab.pipeline import TrainingRun, read_events, read_new_events
@@ -64,13 +63,8 @@ def _same_owner(a: str, b: str) -> bool:
 
 class RunRegistry:
     def __init__(self, root: str | os.PathLike, *, max_concurrent: int = 1, keep_per_owner: int = 10,
-                 max_age_s: float = 7 * 24 * 3600, train_threads: int | None = None):
+                 max_age_s: float = 7 * 24 * 3600):
         self.root = Path(root)
-        # torch threads for each training thread. OpenMP keeps a pool of workers for every thread
-        # that ever ran a parallel region; once the pools outnumber the cores it stops spinning and
-        # training ran ~25% slower. So training threads get the cores, and the app's handlers run
-        # their torch work on one thread (see app.py's one_torch_thread).
-        self.train_threads = train_threads or torch.get_num_threads()
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_concurrent, self.keep_per_owner, self.max_age_s = max_concurrent, keep_per_owner, max_age_s
         self._lock = threading.Lock()
@@ -192,7 +186,6 @@ class RunRegistry:
         return kept
 
     def _train(self, run: TrainingRun, info: RunInfo, stop: threading.Event) -> None:
-        torch.set_num_threads(self.train_threads)  # this thread's OpenMP team (and torch's global count)
         try:
             for event in run.events(stop):
                 info.step = event.step
