@@ -93,8 +93,9 @@ def packed_weights(module: nn.Module):
     share one copy. The copies are a snapshot: the caller must not change the weights inside the
     block. Outside oneDNN's reach (GPU, float64, no oneDNN) it does nothing.
     """
+    can_pack = ONEDNN_LINEAR and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
     layers = [m for m in module.modules()
-              if isinstance(m, Linear) and ONEDNN_LINEAR and m.weight.device.type == "cpu"
+              if can_pack and isinstance(m, Linear) and m.weight.device.type == "cpu"
               and m.weight.dtype == torch.float32 and m.weight.numel() > 0]
     with torch.no_grad():
         for m in layers:
