@@ -29,9 +29,9 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gradio as gr
@@ -587,11 +587,8 @@ def test_handlers_run_torch_on_one_thread_in_whichever_thread_gradio_uses():
     full = torch.get_num_threads()
 
     def in_new_thread(fn):
-        out = []
-        worker = threading.Thread(target=lambda: out.append(fn()))
-        worker.start()
-        worker.join()
-        return out[0]
+        with ThreadPoolExecutor(1) as pool:  # a fresh thread each call, as each Gradio step may get
+            return pool.submit(fn).result()
 
     assert in_new_thread(user_errors(lambda: torch.get_num_threads())) == 1
 

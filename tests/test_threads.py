@@ -1,7 +1,7 @@
 """use_one_thread limits the calling thread alone, and never through torch.set_num_threads (which is
 process-wide and switches MKL's dynamic mode off for good)."""
 
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -12,11 +12,8 @@ pytestmark = pytest.mark.skipif(threads._openmp is None, reason="torch's OpenMP 
 
 
 def run_in_thread(fn):
-    out = []
-    worker = threading.Thread(target=lambda: out.append(fn()))
-    worker.start()
-    worker.join()
-    return out[0]
+    with ThreadPoolExecutor(1) as pool:  # a fresh thread each call
+        return pool.submit(fn).result()
 
 
 def test_limits_the_calling_thread_only(monkeypatch):
