@@ -89,7 +89,7 @@ def packed_weights(module: nn.Module):
 
     Generation is bound by memory bandwidth: each token streams every weight once. oneDNN streams
     its own blocked layout faster than PyTorch's row-major one (GPT-2's layers measured 1.2x, one
-    row at a time), but packing 124M weights costs ~0.2 s, so it pays only when many forward passes
+    row at a time), but packing 124M weights costs 0.1-0.2 s, so it pays only when many forward passes
     share one copy. The copies are a snapshot: the caller must not change the weights inside the
     block. Outside oneDNN's reach (GPU, float64, no oneDNN) it does nothing.
     """
