@@ -28,6 +28,8 @@ VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
+# A run folder's checkpoints: the untrained weights, the best validation loss so far, the latest.
+INIT, BEST, LAST = "init", "best", "last"
 
 
 class CheckpointError(ValueError):
@@ -111,6 +113,13 @@ def save_checkpoint(folder, model: torch.nn.Module, model_config: ModelConfig, t
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def best_or_last(run_folder) -> Path | None:
+    """The checkpoint that stands for a run: its best, else its last (a run stopped before its first
+    evaluation has no best yet, and its last weights are then its best); None if it has neither."""
+    run_folder = Path(run_folder)
+    return next((run_folder / label for label in (BEST, LAST) if (run_folder / label / CONFIG_FILE).is_file()), None)
 
 
 def load_checkpoint(folder) -> Checkpoint:

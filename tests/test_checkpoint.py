@@ -15,6 +15,7 @@ from gptlab.checkpoint import (
     STATE_FILE,
     WEIGHTS_FILE,
     CheckpointError,
+    best_or_last,
     load_checkpoint,
     save_checkpoint,
 )
@@ -407,3 +408,14 @@ def test_failure_at_the_final_rename_keeps_the_previous_checkpoint(tmp_path, mon
     monkeypatch.undo()
     assert siblings(folder) == ["best"]
     assert load_checkpoint(folder).step == 1
+
+
+def test_best_or_last_prefers_best_then_last_and_ignores_half_written_folders(tmp_path):
+    run = tmp_path / "run"
+    assert best_or_last(run) is None
+    save(run / "last")
+    assert best_or_last(run) == run / "last"
+    (run / "best").mkdir()  # an empty folder (a save that never completed) is not a checkpoint
+    assert best_or_last(run) == run / "last"
+    save(run / "best")
+    assert best_or_last(run) == run / "best"
