@@ -15,26 +15,31 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from gptlab.config import DEFAULT_PRESET, FIELD_HELP, PRESETS, ModelConfig, SampleConfig, TrainConfig, to_dict
+from gptlab.config import DEFAULT_PRESET, PRESETS, ModelConfig, SampleConfig, TrainConfig, to_dict
 
 EXIT_USAGE = 2
 _TYPES = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float}
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """One --flag per config field, so every hyperparameter can be overridden. Defaults stay None,
-    so only what the user typed overrides the preset."""
-    group = parser.add_argument_group(f"{cls.__name__} overrides (default: the preset's value)")
+def _add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (), title: str | None = None) -> None:
+    """One --flag per config field, with the help and choices written beside the field. Defaults stay
+    None, so only what the user typed overrides the preset (or the config's own default)."""
+    group = parser.add_argument_group(title or f"{cls.__name__} overrides (default: the preset's value)")
     for f in fields(cls):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
+        meta = f.metadata
+        help_text = meta["help"].replace("%", "%%")  # argparse reads help as a %-format
         if f.type == "bool":
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                               help=FIELD_HELP.get(f.name))
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif f.type.startswith("tuple"):  # repeatable: --stop A --stop B
+            group.add_argument(flag, dest=f.name, action="append", default=None, metavar="TEXT",
+                               help=help_text + " (repeatable)")
         else:
-            group.add_argument(flag, dest=f.name, type=_TYPES[f.type], default=None, metavar=f.name.upper(),
-                               help=FIELD_HELP.get(f.name))
+            choices = list(meta["choices"]) if meta["choices"] else None
+            group.add_argument(flag, dest=f.name, type=_TYPES[f.type], default=None, choices=choices,
+                               metavar=None if choices else f.name.upper(), help=help_text)
 
 
 def _overrides(args, cls) -> dict:
@@ -59,18 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="generate text from a checkpoint")
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a checkpoint folder, or a run folder (uses best/)")
     p.add_argument("--prompt", default="", help="text to continue (default: start from nothing)")
-    p.add_argument("--strategy", choices=["greedy", "sample", "beam"])
-    p.add_argument("--temperature", type=float)
-    p.add_argument("--top-k", type=int)
-    p.add_argument("--top-p", type=float)
-    p.add_argument("--min-p", type=float)
-    p.add_argument("--repetition-penalty", type=float)
-    p.add_argument("--no-repeat-ngram-size", type=int)
-    p.add_argument("--num-beams", type=int)
-    p.add_argument("--length-penalty", type=float)
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--stop", action="append", metavar="TEXT", help="stop when this text appears (repeatable)")
+    _add_config_flags(p, SampleConfig, title="decoding (default: sample at temperature 0.8)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
 
     p = sub.add_parser("presets", help="list the named presets with their size and training memory")
@@ -182,12 +176,8 @@ def _checkpoint_folder(path: str) -> Path:
     return resolve_checkpoint(path, prefer="last") if folder == Path(path) else folder
 
 
-def _sample_config(args, checkpoint) -> SampleConfig:
-    names = ("strategy", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "no_repeat_ngram_size",
-             "num_beams", "length_penalty", "max_new_tokens", "seed")
-    values = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    if args.stop:
-        values["stop"] = tuple(args.stop)
+def _sample_config(args) -> SampleConfig:
+    values = _overrides(args, SampleConfig)
     if values.get("num_beams", 1) > 1 and "strategy" not in values:
         values["strategy"] = "beam"
     return SampleConfig(**values)
@@ -201,7 +191,7 @@ def cmd_sample(args) -> int:
     from gptlab.trainer import pick_device
 
     checkpoint = load_checkpoint(_checkpoint_folder(args.checkpoint))
-    config = _sample_config(args, checkpoint)
+    config = _sample_config(args)
     tokenizer = checkpoint.tokenizer
     start = prompt_ids(tokenizer, args.prompt)
     model = checkpoint.load_model(pick_device(args.device))

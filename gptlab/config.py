@@ -11,6 +11,8 @@ import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from gptlab.presets import DEFAULT_PRESET, PRESETS, Preset  # noqa: F401  (the config's presets)
+
 
 class ConfigError(ValueError):
     """A setting a user gave is out of range; the message says how to fix it."""
@@ -38,6 +40,41 @@ def _check_types(config) -> None:
         _check(ok, f"{f.name} must be {kind}, got {value!r}.")
 
 
+def setting(default, help: str, *, label: str | None = None, choices: tuple | None = None,
+            range: tuple[float, float] | None = None, step: float | None = None, off: Any = None):
+    """A config field with what a form or a --flag needs to show it: a one-line help, the choices or
+    the range of sensible values (a slider's ends, not a validation rule), and `off`, the form value
+    that means None ("0: off") for a setting a user can switch off."""
+    return field(default=default, metadata={"help": help, "label": label, "choices": choices, "range": range,
+                                            "step": step, "off": off})
+
+
+def _whole(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) \
+        and float(value) == int(value)
+
+
+def _from_form(cls, values: dict[str, Any], **fixed):
+    """A config from form values, where numbers arrive as floats and "off" as 0 or an empty box: the
+    one place that turns 3.0 into 3, refuses 1.5 for a whole number, and turns an `off` value into
+    None. Keys of other configs are ignored, so one form can hold the settings of several."""
+    out = dict(fixed)
+    for f in fields(cls):
+        if f.name not in values or f.name in fixed:
+            continue
+        value, off = values[f.name], f.metadata.get("off")
+        if off is not None and (value is None or value == "" or value == off):
+            value = None
+        elif f.type in ("int", "int | None"):
+            if not _whole(value):
+                raise ConfigError(f"{f.name} must be a whole number, got {value!r}.")
+            value = int(value)
+        elif f.type in ("float", "float | None") and isinstance(value, numbers.Real) and not isinstance(value, bool):
+            value = float(value)
+        out[f.name] = value
+    return cls(**out)
+
+
 def _known(cls, values: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - names)
@@ -55,14 +92,16 @@ ACTIVATIONS = ("gelu_tanh", "gelu")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    vocab_size: int = 65
-    block_size: int = 256  # the context length in tokens
-    n_layer: int = 6
-    n_head: int = 6
-    n_embd: int = 384
-    dropout: float = 0.0
-    bias: bool = True  # biases in Linear and LayerNorm, as GPT-2 has them
-    activation: str = "gelu_tanh"  # GPT-2's tanh approximation; nanoGPT uses the exact "gelu"
+    vocab_size: int = setting(65, "tokens the model knows (set from the tokenizer)")
+    block_size: int = setting(256, "context length: how many tokens the model sees at once")
+    n_layer: int = setting(6, "number of transformer blocks (depth)")
+    n_head: int = setting(6, "attention heads per block; must divide n_embd")
+    n_embd: int = setting(384, "width of the model (embedding size)")
+    dropout: float = setting(0.0, "fraction of activations zeroed in training; helps small data, slows learning")
+    bias: bool = setting(True, "biases in Linear and LayerNorm layers, as GPT-2 has them")
+    # GPT-2's tanh approximation; nanoGPT uses the exact one.
+    activation: str = setting("gelu_tanh", "gelu_tanh (GPT-2's) or gelu (exact, as in nanoGPT; faster on CPU)",
+                              choices=ACTIVATIONS)
 
     def __post_init__(self):
         _check_types(self)
@@ -80,6 +119,10 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
         return cls(**_known(cls, dict(values)))
+
+    @classmethod
+    def from_form(cls, values: dict[str, Any], **fixed) -> "ModelConfig":
+        return _from_form(cls, values, **fixed)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "ModelConfig":
@@ -130,31 +173,37 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    tokenizer: str = "char"
-    val_fraction: float = 0.1
-    batch_size: int = 32
-    grad_accum_steps: int = 1
-    learning_rate: float = 1e-3
-    min_lr: float = 1e-4
-    lr_schedule: str = "cosine"
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0  # 0 turns clipping off; the norm is reported either way
-    max_steps: int = 2000
-    max_time: float | None = None  # seconds of wall time; the schedule then follows the clock
-    eval_interval: int = 250
-    eval_batches: int = 20
-    patience: int | None = None  # evaluations without a better val loss before stopping early
-    sample_interval: int = 500  # steps between sample texts; 0 turns samples off
-    sample_tokens: int = 200
-    checkpoint_interval: int = 0  # steps between periodic checkpoints; 0: only best and last
-    log_interval: int = 1
-    seed: int = 1337
-    device: str = "auto"
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere; bf16 also on CPUs that have it
-    compile: bool = False
+    tokenizer: str = setting("char", "char (one token per character) or gpt2 (GPT-2's byte-pair encoding)",
+                             choices=TOKENIZERS)
+    val_fraction: float = setting(0.1, "share of the text held out at the end for validation")
+    batch_size: int = setting(32, "windows per micro-batch")
+    grad_accum_steps: int = setting(1, "micro-batches summed into one optimiser step")
+    learning_rate: float = setting(1e-3, "peak learning rate after warmup")
+    min_lr: float = setting(1e-4, "learning rate at the end of the decay")
+    lr_schedule: str = setting("cosine", "after warmup: cosine or linear decay, wsd (flat, then a linear cool-down "
+                                         "over the last 30%), or constant", choices=LR_SCHEDULES)
+    warmup_steps: int = setting(100, "steps of linear warmup from 0 to the peak learning rate")
+    weight_decay: float = setting(0.1, "AdamW weight decay on Linear weights (not biases, norms, embeddings)")
+    beta1: float = setting(0.9, "AdamW's first-moment decay")
+    beta2: float = setting(0.99, "AdamW's second-moment decay (0.99 suits small models, 0.95 large ones)")
+    # The norm is reported even with clipping off.
+    grad_clip: float = setting(1.0, "clip the gradient norm to this value (0: off)")
+    max_steps: int = setting(2000, "stop after this many optimiser steps")
+    max_time: float | None = setting(None, "stop after this many seconds of wall time (the schedule then follows "
+                                           "the clock)", off=0)
+    eval_interval: int = setting(250, "evaluate train and validation loss every this many steps")
+    eval_batches: int = setting(20, "batches per evaluation (fixed windows, so evaluations compare)")
+    patience: int | None = setting(None, "stop early after this many evaluations without a better validation loss",
+                                   off=0)
+    sample_interval: int = setting(500, "print a sample every this many steps (0: never)")
+    sample_tokens: int = setting(200, "length of those samples in tokens")
+    checkpoint_interval: int = setting(0, "also keep a checkpoint every this many steps (0: only best and last)")
+    log_interval: int = setting(1, "report the training loss every this many steps")
+    seed: int = setting(1337, "random seed; the same seed and settings give the same run")
+    device: str = setting("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
+    precision: str = setting("auto", "auto (bf16 on CUDA, else fp32), fp32, or bf16 (mixed precision; on a CPU only "
+                                     "where it has native bf16)", choices=PRECISIONS)
+    compile: bool = setting(False, "compile the model with torch.compile (pays off on long GPU runs)")
 
     def __post_init__(self):
         _check_types(self)
@@ -185,6 +234,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         return cls(**_known(cls, dict(values)))
+
+    @classmethod
+    def from_form(cls, values: dict[str, Any], **fixed) -> "TrainConfig":
+        return _from_form(cls, values, **fixed)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "TrainConfig":
@@ -219,20 +272,27 @@ STRATEGIES = ("greedy", "sample", "beam")
 
 @dataclass(frozen=True)
 class SampleConfig:
-    strategy: str = "sample"
-    max_new_tokens: int = 200
-    temperature: float = 0.8
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    repetition_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
-    num_beams: int = 1
-    length_penalty: float = 1.0
-    early_stopping: bool = True
-    stop_at_eot: bool = True
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
+    strategy: str = setting("sample", "greedy (always the likeliest token), sample (draw from the "
+                                      "distribution) or beam (beam search)", label="decoding", choices=STRATEGIES)
+    max_new_tokens: int = setting(200, "how many tokens to generate at most", label="max new tokens")
+    temperature: float = setting(0.8, "below 1 sharpens the distribution, above 1 flattens it",
+                                 range=(0.05, 2.0), step=0.05)
+    top_k: int | None = setting(None, "sample only from the k likeliest tokens", label="top-k", off=0)
+    top_p: float | None = setting(None, "sample only from the likeliest tokens that cover this probability",
+                                  label="top-p", range=(0.05, 1.0), step=0.05, off=1.0)
+    min_p: float | None = setting(None, "drop tokens less likely than this fraction of the likeliest one",
+                                  label="min-p", range=(0.0, 0.5), step=0.01, off=0.0)
+    repetition_penalty: float = setting(1.0, "above 1 makes tokens already in the text less likely",
+                                        label="repetition penalty (1: off)", range=(1.0, 2.0), step=0.05)
+    no_repeat_ngram_size: int = setting(0, "never repeat an n-gram of this many tokens",
+                                        label="no-repeat n-gram size (0: off)")
+    num_beams: int = setting(1, "beams kept by beam search", label="beams", range=(2, 8), step=1)
+    length_penalty: float = setting(1.0, "beam search: above 0 favours longer texts, below 0 shorter ones",
+                                    range=(-2.0, 2.0), step=0.1)
+    early_stopping: bool = setting(True, "beam search: stop once every beam has ended")
+    stop_at_eot: bool = setting(True, "stop at the end-of-text token")
+    stop: tuple[str, ...] = setting((), "stop when one of these texts appears", label="stop strings")
+    seed: int | None = setting(None, "random seed; the same seed and settings give the same text")
 
     def __post_init__(self):
         _check_types(self)
@@ -264,100 +324,65 @@ class SampleConfig:
     def from_dict(cls, values: dict[str, Any]) -> "SampleConfig":
         return cls(**_known(cls, dict(values)))
 
+    @classmethod
+    def from_form(cls, values: dict[str, Any], **fixed) -> "SampleConfig":
+        """Settings from a decoding form. The form keeps every control's value whichever strategy is
+        chosen, so the ones the strategy does not use are dropped here; stop strings arrive as one
+        text separated by "|"."""
+        values = dict(values)
+        strategy = values.get("strategy", fixed.get("strategy", "sample"))
+        if strategy != "sample":
+            for name in ("top_k", "top_p", "min_p"):
+                values.pop(name, None)
+        if strategy != "beam":
+            values.pop("num_beams", None)
+        if isinstance(values.get("stop"), str):
+            values["stop"] = tuple(s for s in values["stop"].split("|") if s)
+        if values.get("seed") == "":
+            values["seed"] = None
+        return _from_form(cls, values, **fixed)
+
     def replace(self, **changes) -> "SampleConfig":
         return replace(self, **_known(SampleConfig, changes))
 
 
-# --------------------------------------------------------------------------------------------
-# Presets: named model + training settings; any field can be overridden.
+# The form fields of the app and the API, in the order the API has always taken them.
+MODEL_FORM = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "activation")
+TRAIN_FORM = ("batch_size", "grad_accum_steps", "learning_rate", "min_lr", "lr_schedule", "warmup_steps",
+              "weight_decay", "beta1", "beta2", "grad_clip", "max_steps", "max_time", "eval_interval",
+              "eval_batches", "patience", "sample_interval", "seed", "precision")
+SAMPLE_FORM = ("strategy", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "no_repeat_ngram_size",
+               "num_beams", "length_penalty", "max_new_tokens", "seed", "stop")
 
 
-@dataclass(frozen=True)
-class Preset:
-    description: str
-    model: dict = field(default_factory=dict)
-    train: dict = field(default_factory=dict)
+def field_info(cls, name: str):
+    """A config field, with its help, label, choices and range in `.metadata`."""
+    found = next((f for f in fields(cls) if f.name == name), None)
+    _check(found is not None, f"{cls.__name__} has no setting {name!r}.")
+    return found
 
 
-PRESETS: dict[str, Preset] = {
-    "tiny": Preset(
-        "A toy model for tests and demos: trains in seconds, learns little.",
-        model=dict(block_size=32, n_layer=2, n_head=2, n_embd=32),
-        train=dict(batch_size=16, learning_rate=3e-3, min_lr=3e-4, warmup_steps=10, max_steps=200,
-                   eval_interval=50, eval_batches=4, sample_interval=100, sample_tokens=60),
-    ),
-    "char-cpu": Preset(
-        "The default: a character model sized for about two minutes on a laptop CPU.",
-        # Tuned on the bundled corpus for a 120 s budget on 2 cores: a higher learning rate held flat,
-        # then cooled down (wsd), beat nanoGPT's cosine at 1e-3; wider or deeper models did not pay
-        # off. Batch 32 (2,048 tokens a step) beat 16, and 48, 64 or a context of 96-256 did no better.
-        model=dict(block_size=64, n_layer=4, n_head=4, n_embd=128, activation="gelu"),
-        train=dict(batch_size=32, learning_rate=6e-3, min_lr=6e-4, lr_schedule="wsd", warmup_steps=50,
-                   max_steps=3000, weight_decay=0.1, beta2=0.99, eval_interval=250, eval_batches=10,
-                   sample_interval=500),
-    ),
-    "nanogpt-cpu": Preset(
-        "nanoGPT's documented CPU configuration for Shakespeare (a baseline to compare with).",
-        model=dict(block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False, activation="gelu"),
-        train=dict(batch_size=12, learning_rate=1e-3, min_lr=1e-4, warmup_steps=100, max_steps=2000,
-                   beta2=0.99, eval_interval=250, eval_batches=20, sample_interval=500),
-    ),
-    "char-gpu": Preset(
-        "nanoGPT's Shakespeare character model: 10.7M parameters, for a GPU.",
-        model=dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2, activation="gelu"),
-        train=dict(batch_size=64, learning_rate=1e-3, min_lr=1e-4, warmup_steps=100, max_steps=5000,
-                   beta2=0.99, eval_interval=250, eval_batches=20),
-    ),
-    "gpt2": Preset(
-        "GPT-2 small (124M) with the GPT-2 tokenizer; needs a GPU to train.",
-        model=dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
-        train=dict(tokenizer="gpt2", batch_size=8, grad_accum_steps=8, learning_rate=6e-4, min_lr=6e-5,
-                   warmup_steps=200, max_steps=5000, beta2=0.95, eval_interval=250, eval_batches=20),
-    ),
-}
-DEFAULT_PRESET = "char-cpu"
-
-
-# One line each, shared by the CLI's --help and the app's labels.
-FIELD_HELP: dict[str, str] = {
-    "block_size": "context length: how many tokens the model sees at once",
-    "n_layer": "number of transformer blocks (depth)",
-    "n_head": "attention heads per block; must divide n_embd",
-    "n_embd": "width of the model (embedding size)",
-    "dropout": "fraction of activations zeroed in training; helps small data, slows learning",
-    "bias": "biases in Linear and LayerNorm layers, as GPT-2 has them",
-    "activation": "gelu_tanh (GPT-2's) or gelu (exact, as in nanoGPT; faster on CPU)",
-    "tokenizer": "char (one token per character) or gpt2 (GPT-2's byte-pair encoding)",
-    "val_fraction": "share of the text held out at the end for validation",
-    "batch_size": "windows per micro-batch",
-    "grad_accum_steps": "micro-batches summed into one optimiser step",
-    "learning_rate": "peak learning rate after warmup",
-    "min_lr": "learning rate at the end of the decay",
-    "lr_schedule": "after warmup: cosine or linear decay, wsd (flat, then a linear cool-down over the last 30%), or constant",
-    "warmup_steps": "steps of linear warmup from 0 to the peak learning rate",
-    "weight_decay": "AdamW weight decay on Linear weights (not biases, norms, embeddings)",
-    "beta1": "AdamW's first-moment decay",
-    "beta2": "AdamW's second-moment decay (0.99 suits small models, 0.95 large ones)",
-    "grad_clip": "clip the gradient norm to this value (0: off)",
-    "max_steps": "stop after this many optimiser steps",
-    "max_time": "stop after this many seconds of wall time (the schedule then follows the clock)",
-    "eval_interval": "evaluate train and validation loss every this many steps",
-    "eval_batches": "batches per evaluation (fixed windows, so evaluations compare)",
-    "patience": "stop early after this many evaluations without a better validation loss",
-    "sample_interval": "print a sample every this many steps (0: never)",
-    "sample_tokens": "length of those samples in tokens",
-    "checkpoint_interval": "also keep a checkpoint every this many steps (0: only best and last)",
-    "log_interval": "report the training loss every this many steps",
-    "seed": "random seed; the same seed and settings give the same run",
-    "device": "auto (CUDA, then MPS, then CPU), cpu, cuda or mps",
-    "precision": "auto (bf16 on CUDA, else fp32), fp32, or bf16 (mixed precision; on a CPU only where it has native bf16)",
-    "compile": "compile the model with torch.compile (pays off on long GPU runs)",
-}
+# One line each, shared by the CLI's --help and the app's labels (read off the fields above).
+FIELD_HELP: dict[str, str] = {f.name: f.metadata["help"] for cls in (ModelConfig, TrainConfig)
+                              for f in fields(cls) if f.name != "vocab_size"}
 
 
 def preset(name: str) -> Preset:
     _check(name in PRESETS, f"Unknown preset {name!r}. Choose one of: {', '.join(PRESETS)}.")
     return PRESETS[name]
+
+
+GPT2_VOCAB_SIZE = 50257
+# Before the text is read, a char model's vocabulary is unknown. A byte's worth of characters covers
+# most text, and errs on the large side where a size is checked against a limit.
+CHAR_VOCAB_GUESS = 256
+
+
+def vocab_size_for(tokenizer: str, known: int | None = None) -> int:
+    """The vocabulary to size a model with: GPT-2's, or a char vocabulary once the text is known."""
+    if tokenizer == "gpt2":
+        return GPT2_VOCAB_SIZE
+    return int(known) if known else CHAR_VOCAB_GUESS
 
 
 def to_dict(config) -> dict[str, Any]:
