@@ -25,7 +25,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 from common import ROOT, TINYSHAKESPEARE, print_table  # noqa: E402  (puts the project on sys.path)
 from gptlab.cli import main as cli_main  # noqa: E402
-from gptlab.config import ModelConfig, TrainConfig  # noqa: E402
 from gptlab.pipeline import read_events  # noqa: E402
 
 
@@ -44,15 +43,16 @@ def cli_run(data: str, preset: str, steps: int, out: Path) -> float:
 
 def app_run(data: str, preset: str, steps: int, runs_dir: Path) -> tuple[float, int]:
     sys.path.insert(0, str(ROOT))
-    from app import MODEL_FIELDS, TRAIN_FIELDS, Lab
+    import app  # noqa: F401  (the app's process settings: one malloc arena)
+    from gptlab.service import SOURCES, START_FROM, Lab
 
     lab = Lab(runs_dir)
-    model, train = ModelConfig.preset(preset), TrainConfig.preset(preset, max_steps=steps)
-    values = [getattr(model, f) for f in MODEL_FIELDS] + [getattr(train, f) for f in TRAIN_FIELDS]
+    settings = {**Lab.preset_settings(preset), "max_steps": steps}
     updates = 0
     owner = run_id = None
-    for update in lab.start("", "Upload files", [data], "", train.tokenizer, "Scratch (random weights)", *values):
-        owner, run_id = update[0], update[1]
+    for view in lab.start(owner="", source=SOURCES[1], files=[data], pasted="", tokenizer=settings["tokenizer"],
+                          start_from=START_FROM[0], settings=settings):
+        owner, run_id = view.owner, view.run_id
         updates += 1
     return done_rate(lab.registry.folder(owner, run_id)), updates
 

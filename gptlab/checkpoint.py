@@ -7,10 +7,14 @@ place and renamed into it, so a crash leaves either the old checkpoint or the ne
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import shutil
+import threading
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,3 +172,77 @@ def load_checkpoint(folder) -> Checkpoint:
         raise CheckpointError(folder, problems)
     return Checkpoint(path=folder, model_config=model_config, tokenizer=tokenizer, train_config=train_config,
                       step=int(meta.get("step", 0)), metrics=meta.get("metrics") or {}, extra=meta.get("extra") or {})
+
+
+def unpack_upload(archive: str | os.PathLike, root: str | os.PathLike, *, max_bytes: int, keep: int = 8) -> Path:
+    """The checkpoint folder inside an uploaded zip, unpacked under `root` (see unpack_zip). The same
+    zip unpacks once, so repeated requests reuse the folder (and a cached model); `root` keeps the
+    `keep` newest uploads."""
+    archive, root = Path(archive), Path(root)
+    if not zipfile.is_zipfile(archive):
+        raise ValueError(f"{archive.name} is not a .zip file; upload the checkpoint zip from the Train tab.")
+    digest = hashlib.sha256()
+    with open(archive, "rb") as fh:
+        for chunk in iter(lambda: fh.read(2**20), b""):
+            digest.update(chunk)
+    target = root / digest.hexdigest()[:32]
+    if not target.is_dir():
+        unpack_zip(archive, target, max_bytes=max_bytes)
+        uploads = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in uploads[keep:]:
+            shutil.rmtree(old, ignore_errors=True)
+    configs = sorted(target.rglob(CONFIG_FILE), key=lambda p: len(p.parts))
+    if not configs:
+        shutil.rmtree(target, ignore_errors=True)
+        raise ValueError(f"{archive.name} holds no config.json: it is not a gptlab checkpoint.")
+    return configs[0].parent
+
+
+def unpack_zip(archive: str | os.PathLike, target: str | os.PathLike, *, max_bytes: int) -> Path:
+    """Unpack an uploaded zip into `target`, refusing entries that would land outside it and archives
+    that unpack to more than `max_bytes`. It unpacks beside `target` and is renamed into place, so a
+    request that finds `target` finds it whole. What it holds is data: JSON, safetensors and the
+    tokenizer are all that load_checkpoint reads, and trainer state only with weights_only=True."""
+    archive, target = Path(archive), Path(target)
+    with zipfile.ZipFile(archive) as zf:
+        members = zf.infolist()
+        size = sum(m.file_size for m in members)
+        if size > max_bytes:
+            raise ValueError(f"{archive.name} unpacks to {size / 2**20:.0f} MB; the limit is {max_bytes / 2**20:g} MB.")
+        for m in members:
+            if m.filename.startswith(("/", "\\")) or ".." in Path(m.filename).parts:
+                raise ValueError(f"{archive.name} contains an unsafe path ({m.filename}); it was not unpacked.")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{target.name}.{secrets.token_hex(4)}.tmp")
+        zf.extractall(tmp)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another request unpacked the same zip first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+class LoadedModels:
+    """The last few checkpoints' models, loaded once and shared by the requests that sample from
+    them. A checkpoint saved again (a newer `best`) has new weights, so the key holds their mtime."""
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self._models: dict[tuple, tuple[GPT, Tokenizer]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, folder: Path, *, name: str = "This checkpoint") -> tuple[GPT, Tokenizer]:
+        """(model, tokenizer); a bad folder's error is about `name`, so no server path reaches a user."""
+        weights = folder / WEIGHTS_FILE
+        key = (str(folder), weights.stat().st_mtime_ns if weights.is_file() else None)
+        with self._lock:
+            if key not in self._models:
+                try:
+                    checkpoint = load_checkpoint(folder)
+                    model = checkpoint.load_model()
+                except CheckpointError as e:
+                    raise CheckpointError(name, e.problems) from None
+                if len(self._models) >= self.size:
+                    self._models.pop(next(iter(self._models)))
+                self._models[key] = (model, checkpoint.tokenizer)
+            return self._models[key]

@@ -50,7 +50,8 @@ def chromium():
 
 @pytest.fixture(scope="module")
 def app_url(chromium, tmp_path_factory):
-    from app import Lab, Limits, build_demo
+    from gptlab.service import Lab, Limits
+    from gptlab.ui import build_demo
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

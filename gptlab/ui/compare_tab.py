@@ -1,0 +1,92 @@
+"""The Compare tab: untrained against trained, a temperature sweep, and run against run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from gptlab.service import Lab
+from gptlab.ui.common import Session, user_errors
+
+GENERATION = dict(concurrency_limit=2)  # generation takes a core: two at a time leave training its share
+
+
+@dataclass(frozen=True)
+class CompareTab:
+    prompt: gr.Textbox
+    seed: gr.Number
+    temperature: gr.Slider
+    max_new_tokens: gr.Slider
+    run_a: gr.Dropdown
+    run_b: gr.Dropdown
+
+
+def _prompt_row():
+    with gr.Row():
+        prompt = gr.Textbox(value="", label="prompt", elem_id="cmp-prompt")
+        seed = gr.Number(value=1, label="seed", precision=0)
+        temperature = gr.Slider(0.1, 2.0, value=0.8, step=0.05, label="temperature")
+        max_new_tokens = gr.Slider(10, 500, value=200, step=10, label="new tokens")
+    return prompt, seed, temperature, max_new_tokens
+
+
+def _untrained_vs_trained(lab: Lab, session: Session, common: dict, temperature) -> None:
+    button = gr.Button("Untrained vs trained", variant="primary", elem_id="compare")
+    with gr.Row():
+        untrained = gr.Textbox(lines=8, label="untrained (the run's step-0 weights)", elem_id="untrained")
+        trained = gr.Textbox(lines=8, label="trained (best checkpoint)", elem_id="trained")
+
+    @user_errors
+    def compare(owner, run_id, prompt, seed, temperature, max_new_tokens):
+        result = lab.compare(owner=owner, run_id=run_id, prompt=prompt, seed=seed, temperature=temperature,
+                             max_new_tokens=max_new_tokens)
+        return {untrained: result.untrained, trained: result.trained}
+
+    inputs = {"owner": session.owner, "run_id": session.run_id, "prompt": common["prompt"], "seed": common["seed"],
+              "temperature": temperature, "max_new_tokens": common["max_new_tokens"]}
+    button.click(compare, inputs_kwargs=inputs, outputs=[untrained, trained], api_name="compare", **GENERATION)
+
+
+def _temperature_sweep(lab: Lab, session: Session, common: dict) -> None:
+    button = gr.Button("Temperature sweep")
+    table = gr.Dataframe(headers=["temperature", "text"], interactive=False, wrap=True)
+
+    @user_errors
+    def sweep(owner, run_id, prompt, seed, max_new_tokens):
+        rows = lab.sweep(owner=owner, run_id=run_id, prompt=prompt, seed=seed, max_new_tokens=max_new_tokens)
+        return {table: [[row.temperature, row.text] for row in rows]}
+
+    button.click(sweep, inputs_kwargs={"owner": session.owner, "run_id": session.run_id, **common},
+                 outputs=[table], api_name="sweep", **GENERATION)
+
+
+def _run_against_run(lab: Lab, session: Session, common: dict) -> tuple[gr.Dropdown, gr.Dropdown]:
+    gr.Markdown("### Run against run")
+    with gr.Row():
+        run_a = gr.Dropdown([], label="run A", allow_custom_value=True)
+        run_b = gr.Dropdown([], label="run B", allow_custom_value=True)
+    button = gr.Button("Compare runs")
+    plot = gr.Plot(show_label=False)
+    with gr.Row():
+        text_a = gr.Textbox(lines=6, label="run A sample")
+        text_b = gr.Textbox(lines=6, label="run B sample")
+
+    @user_errors
+    def compare_runs(owner, run_a, run_b, prompt, seed, max_new_tokens):
+        result = lab.compare_runs(owner=owner, run_a=run_a, run_b=run_b, prompt=prompt, seed=seed,
+                                  max_new_tokens=max_new_tokens)
+        return {plot: result.figure, text_a: result.text_a, text_b: result.text_b}
+
+    button.click(compare_runs, inputs_kwargs={"owner": session.owner, "run_a": run_a, "run_b": run_b, **common},
+                 outputs=[plot, text_a, text_b], api_name="compare_runs", **GENERATION)
+    return run_a, run_b
+
+
+def build(lab: Lab, session: Session) -> CompareTab:
+    prompt, seed, temperature, max_new_tokens = _prompt_row()
+    common = {"prompt": prompt, "seed": seed, "max_new_tokens": max_new_tokens}
+    _untrained_vs_trained(lab, session, common, temperature)
+    _temperature_sweep(lab, session, common)
+    run_a, run_b = _run_against_run(lab, session, common)
+    return CompareTab(prompt, seed, temperature, max_new_tokens, run_a, run_b)

@@ -1,0 +1,97 @@
+"""The Sample tab: every decoding control, streamed generation, and next-token probabilities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from gptlab.config import SAMPLE_FORM, SampleConfig
+from gptlab.service import CHECKPOINTS, UPLOADED, Lab
+from gptlab.ui.common import Session, user_errors
+from gptlab.ui.compare_tab import GENERATION
+from gptlab.ui.forms import field_component
+
+SAMPLING_ONLY = ("temperature", "top_k", "top_p", "min_p")  # the controls that only sampling reads
+
+
+@dataclass(frozen=True)
+class SampleTab:
+    run: gr.Dropdown
+    which: gr.Radio
+    upload: gr.File
+    prompt: gr.Textbox
+    decoding: dict  # SAMPLE_FORM name -> component
+    output: gr.Textbox
+    next_table: gr.Dataframe
+
+
+def _decoding_controls(max_new_tokens: int) -> tuple[dict, gr.Row]:
+    """The decoding form, built from SampleConfig's fields; beam settings show only for beam search."""
+    c = {"strategy": field_component(SampleConfig, "strategy", radio=True, help=False)}
+    rows = (("temperature", "top_k"), ("top_p", "min_p"), ("repetition_penalty", "no_repeat_ngram_size"),
+            ("max_new_tokens", "seed"))
+    overrides = {"max_new_tokens": dict(minimum=1, maximum=max_new_tokens, step=1), "seed": dict(value=1)}
+    for row in rows:
+        with gr.Row():
+            for name in row:
+                kw = dict(overrides.get(name, {}))
+                c[name] = field_component(SampleConfig, name, kw.pop("value", None), help=False, **kw)
+    with gr.Row(visible=False) as beam_row:
+        c["num_beams"] = field_component(SampleConfig, "num_beams", 4, help=False)
+        c["length_penalty"] = field_component(SampleConfig, "length_penalty", help=False)
+    c["stop"] = field_component(SampleConfig, "stop", help=False)
+    assert set(c) == set(SAMPLE_FORM), "every decoding setting has a control"
+    return {name: c[name] for name in SAMPLE_FORM}, beam_row
+
+
+def _layout(max_new_tokens: int) -> tuple[SampleTab, gr.Row, gr.Button, gr.Button]:
+    with gr.Row():
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(lines=3, label="prompt", elem_id="prompt")
+            with gr.Row():
+                run = gr.Dropdown([], label="run", allow_custom_value=True)
+                which = gr.Radio(list(CHECKPOINTS), value=CHECKPOINTS[0], label="checkpoint")
+            upload = gr.File(file_types=[".zip"], type="filepath", label="checkpoint .zip", visible=False)
+            decoding, beam_row = _decoding_controls(max_new_tokens)
+            with gr.Row():
+                generate = gr.Button("Generate", variant="primary", elem_id="generate")
+                next_button = gr.Button("Next-token probabilities")
+        with gr.Column(scale=2):
+            output = gr.Textbox(lines=16, label="output", elem_id="output")
+            next_table = gr.Dataframe(headers=["token", "id", "probability"], interactive=False)
+    return SampleTab(run, which, upload, prompt, decoding, output, next_table), beam_row, generate, next_button
+
+
+def build(lab: Lab, session: Session) -> SampleTab:
+    tab, beam_row, generate, next_button = _layout(lab.limits.max_new_tokens)
+    decoding = tab.decoding
+
+    def show_strategy_controls(strategy):
+        return {beam_row: gr.update(visible=strategy == "beam"),
+                **{decoding[n]: gr.update(interactive=strategy == "sample") for n in SAMPLING_ONLY}}
+
+    decoding["strategy"].change(show_strategy_controls, inputs_kwargs={"strategy": decoding["strategy"]},
+                                outputs=[beam_row, *(decoding[n] for n in SAMPLING_ONLY)], api_visibility="private")
+    tab.which.change(lambda which: {tab.upload: gr.update(visible=which == UPLOADED)},
+                     inputs_kwargs={"which": tab.which}, outputs=[tab.upload], api_visibility="private")
+
+    inputs = {"owner": session.owner, "run_id": tab.run, "which": tab.which, "upload": tab.upload,
+              "prompt": tab.prompt, **decoding}
+
+    @user_errors
+    def sample(owner, run_id, which, upload, prompt, **decoding):
+        for text in lab.sample(owner=owner, run_id=run_id, which=which, upload=upload, prompt=prompt,
+                               decoding=decoding):
+            yield {tab.output: text}
+
+    @user_errors
+    def next_tokens(owner, run_id, which, upload, prompt, **decoding):
+        top = lab.next_tokens(owner=owner, run_id=run_id, which=which, upload=upload, prompt=prompt,
+                              decoding=decoding)
+        return {tab.next_table: [[t.token, t.id, t.probability] for t in top]}
+
+    generate.click(sample, inputs_kwargs=inputs, outputs=[tab.output], api_name="sample", **GENERATION)
+    next_button.click(next_tokens, inputs_kwargs=inputs, outputs=[tab.next_table], api_name="next_tokens",
+                      **GENERATION)
+    return tab
