@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from gptlab.checkpoint import CONFIG_FILE, FORMAT, WEIGHTS_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from gptlab.config import ConfigError, ModelConfig, to_dict
-from gptlab.hf_tokenizer import VOCAB_FILE, is_gpt2_vocab, write_gpt2_tokenizer
+from gptlab.hub.hf_tokenizer import VOCAB_FILE, is_gpt2_vocab, write_gpt2_tokenizer
 from gptlab.model import GPT
 from gptlab.tokenizers import CharTokenizer, GPT2Tokenizer, Tokenizer
 
