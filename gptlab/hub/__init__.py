@@ -7,9 +7,10 @@
     hf_tokenizer.py  GPT-2's vocab.json and merges.txt, made offline from the bundled tiktoken ranks
 
 This package is the only part of gptlab that imports huggingface_hub (and httpx2, its HTTP client);
-gptlab.cli and app.py import it inside the commands that use it, because huggingface_hub is slow to
-import. It never imports transformers: the folders it writes are checked against transformers in the
-tests. Importing the package imports all of it, so `gptlab.hub.convert` too loads huggingface_hub.
+the rest of gptlab (the CLI, the app) imports it inside the functions that use it, because
+huggingface_hub is slow to import. It never imports transformers: the folders it writes are checked
+against transformers in the tests. Importing the package imports all of it, so `gptlab.hub.convert`
+too loads huggingface_hub.
 """
 
 from gptlab.hub.convert import (CHARS_FILE, CONV1D_WEIGHTS, HF_ACTIVATIONS, HubError, config_from_hf,  # noqa: F401
