@@ -21,7 +21,7 @@ from safetensors.torch import save, save_file
 from gptlab import hub
 from gptlab.checkpoint import load_checkpoint, save_checkpoint
 from gptlab.config import ModelConfig, TrainConfig
-from gptlab.hf_tokenizer import gpt2_vocab_and_merges, write_gpt2_tokenizer
+from gptlab.hub.hf_tokenizer import gpt2_vocab_and_merges, write_gpt2_tokenizer
 from gptlab.model import GPT
 from gptlab.tokenizers import CharTokenizer, GPT2Tokenizer
 
