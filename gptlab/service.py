@@ -14,7 +14,7 @@ import re
 import secrets
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -53,7 +53,6 @@ class Limits:
     poll_seconds: float = 1.0  # the live view redraws at most this often, whatever the step rate
 
 
-# ------------------------------------------------------------------------------------------------
 # What the service answers with
 
 
@@ -105,9 +104,6 @@ class RunComparison:
     figure: Figure
     text_a: str
     text_b: str
-
-
-# ------------------------------------------------------------------------------------------------
 
 
 class Lab:
@@ -174,8 +170,6 @@ class Lab:
     @staticmethod
     def preset_settings(name: str) -> dict[str, Any]:
         """Every form setting of a preset (model and training, the tokenizer included)."""
-        from dataclasses import asdict
-
         return {**asdict(ModelConfig.preset(name)), **asdict(TrainConfig.preset(name))}
 
     @staticmethod

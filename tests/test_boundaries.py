@@ -55,6 +55,11 @@ def test_app_py_is_only_the_entry_point():
     assert len(source.splitlines()) <= 30 and "gptlab.ui" in source and "gradio" not in imported_names(ROOT / "app.py")
 
 
+def test_no_library_module_is_longer_than_about_400_lines():
+    lengths = {str(p.relative_to(ROOT)): len(p.read_text(encoding="utf-8").splitlines()) for p in PACKAGE.rglob("*.py")}
+    assert {name: n for name, n in lengths.items() if n > 420} == {}
+
+
 @pytest.mark.parametrize("command", [["app.py"], ["-m", "gptlab"]] + [
     ["-m", "gptlab", sub] for sub in ("train", "sample", "presets", "info", "import", "export", "push")])
 def test_help_of_every_command_prints_and_exits_0(command):
