@@ -22,6 +22,7 @@ iterator finishes or is closed.
 
 from __future__ import annotations
 
+import threading
 from typing import Iterable, Iterator
 
 import torch
@@ -72,7 +73,7 @@ def next_token_distribution(model: GPT, prompt_ids: Iterable[int] | torch.Tensor
     if top_n <= 0:
         raise GenerationError(f"top_n must be a positive whole number, got {top_n}.")
     ids = _prompt(model, prompt_ids, eot)
-    with _eval_mode(model), torch.inference_mode():
+    with _inference(model), torch.inference_mode():
         seq = torch.tensor([ids], dtype=torch.long, device=_device(model))  # (1, T)
         logits, _ = model(seq[:, -model.config.block_size:], last_only=True)
         scores = process_logits(logits[:, -1], seq, config)
@@ -112,18 +113,34 @@ def _prompt(model: GPT, prompt_ids, eot: int | None) -> list[int]:
     return ids
 
 
-class _eval_mode:
-    """Eval mode for the duration, then the model's own mode back."""
+_SHARED = threading.Lock()
+
+
+class _inference:
+    """Eval mode and packed weights for the duration. Generations from one model may run at once
+    (the app shares a loaded model between requests): the first one in sets the model up, and the
+    last one out gives it its own mode back and frees the packed copy, so no generation changes the
+    model while another uses it, and each computes exactly what it would alone."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
 
     def __enter__(self):
-        self.was_training = self.model.training
-        self.model.eval()
+        with _SHARED:
+            users = getattr(self.model, "_inference_users", 0)
+            if users == 0:
+                self.model._inference_mode = self.model.training
+                self.model.eval()
+                self.model._inference_packing = packed_weights(self.model)
+                self.model._inference_packing.__enter__()
+            self.model._inference_users = users + 1
 
     def __exit__(self, *exc):
-        self.model.train(self.was_training)
+        with _SHARED:
+            self.model._inference_users -= 1
+            if self.model._inference_users == 0:
+                self.model._inference_packing.__exit__(None, None, None)
+                self.model.train(self.model._inference_mode)
 
 
 class _Context:
@@ -168,7 +185,7 @@ class _Context:
 def _decode(model: GPT, ids: list[int], config: SampleConfig, eot: int | None,
             generator: torch.Generator | None, use_cache: bool) -> Iterator[int]:
     """Greedy decoding or sampling, one token per step."""
-    with _eval_mode(model), packed_weights(model):
+    with _inference(model):
         device = _device(model)
         start = len(ids)
         seq = torch.empty(1, start + config.max_new_tokens, dtype=torch.long, device=device)  # (1, max length)
@@ -199,7 +216,7 @@ def _beam_search(model: GPT, ids: list[int], config: SampleConfig, eot: int | No
     running beam can still beat the worst finished one (transformers' heuristic, judged at the
     current length). Yields the new tokens of the best hypothesis, without its final eot.
     """
-    with _eval_mode(model), packed_weights(model):
+    with _inference(model):
         device = _device(model)
         beams, lp = config.num_beams, config.length_penalty
         start = len(ids)
