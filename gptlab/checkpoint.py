@@ -15,6 +15,7 @@ import shutil
 import threading
 import uuid
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,10 +175,15 @@ def load_checkpoint(folder) -> Checkpoint:
                       step=int(meta.get("step", 0)), metrics=meta.get("metrics") or {}, extra=meta.get("extra") or {})
 
 
+# What sampling reads from a checkpoint, and so all that an upload unpacks: its trainer state, and
+# anything else a zip may carry (pickles included), is never written to disk.
+SAMPLING_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE)
+_DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)  # RuntimeError: encrypted
+
+
 def unpack_upload(archive: str | os.PathLike, root: str | os.PathLike, *, max_bytes: int, keep: int = 8) -> Path:
-    """The checkpoint folder inside an uploaded zip, unpacked under `root` (see unpack_zip). The same
-    zip unpacks once, so repeated requests reuse the folder (and a cached model); `root` keeps the
-    `keep` newest uploads."""
+    """The checkpoint in an uploaded zip, unpacked into a folder under `root`. The same zip unpacks
+    once, so repeated requests reuse the folder (and a cached model); `root` keeps the `keep` newest."""
     archive, root = Path(archive), Path(root)
     if not zipfile.is_zipfile(archive):
         raise ValueError(f"{archive.name} is not a .zip file; upload the checkpoint zip from the Train tab.")
@@ -187,39 +193,57 @@ def unpack_upload(archive: str | os.PathLike, root: str | os.PathLike, *, max_by
             digest.update(chunk)
     target = root / digest.hexdigest()[:32]
     if not target.is_dir():
-        unpack_zip(archive, target, max_bytes=max_bytes)
+        _unpack_checkpoint(archive, target, max_bytes)
         uploads = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in uploads[keep:]:
             shutil.rmtree(old, ignore_errors=True)
-    configs = sorted(target.rglob(CONFIG_FILE), key=lambda p: len(p.parts))
-    if not configs:
-        shutil.rmtree(target, ignore_errors=True)
-        raise ValueError(f"{archive.name} holds no config.json: it is not a gptlab checkpoint.")
-    return configs[0].parent
+    return target
 
 
-def unpack_zip(archive: str | os.PathLike, target: str | os.PathLike, *, max_bytes: int) -> Path:
-    """Unpack an uploaded zip into `target`, refusing entries that would land outside it and archives
-    that unpack to more than `max_bytes`. It unpacks beside `target` and is renamed into place, so a
-    request that finds `target` finds it whole. What it holds is data: JSON, safetensors and the
-    tokenizer are all that load_checkpoint reads, and trainer state only with weights_only=True."""
-    archive, target = Path(archive), Path(target)
-    with zipfile.ZipFile(archive) as zf:
-        members = zf.infolist()
-        size = sum(m.file_size for m in members)
-        if size > max_bytes:
-            raise ValueError(f"{archive.name} unpacks to {size / 2**20:.0f} MB; the limit is {max_bytes / 2**20:g} MB.")
-        for m in members:
-            if m.filename.startswith(("/", "\\")) or ".." in Path(m.filename).parts:
-                raise ValueError(f"{archive.name} contains an unsafe path ({m.filename}); it was not unpacked.")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.{secrets.token_hex(4)}.tmp")
-        zf.extractall(tmp)
+def _unsafe(name: str) -> bool:
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or "\\" in name or ".." in parts or ":" in parts[0]
+
+
+def _unpack_checkpoint(archive: Path, target: Path, max_bytes: int) -> None:
+    """Write the checkpoint's own files (the shallowest config.json's folder) into `target`. The bytes
+    really written are counted, whatever the zip's headers claim, and the zip is unpacked beside
+    `target` and renamed into place, so a request that finds `target` finds it whole."""
+    tmp = target.with_name(f"{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = [m for m in zf.infolist() if not m.is_dir()]
+            unsafe = [m.filename for m in members if _unsafe(m.filename)]
+            if unsafe:
+                raise ValueError(f"{archive.name} contains an unsafe path ({unsafe[0]}); it was not unpacked.")
+            configs = sorted((m.filename for m in members if m.filename.rsplit("/", 1)[-1] == CONFIG_FILE),
+                             key=lambda name: name.count("/"))
+            if not configs:
+                raise ValueError(f"{archive.name} holds no config.json: it is not a gptlab checkpoint.")
+            folder = configs[0][: -len(CONFIG_FILE)]
+            wanted = {folder + name: name for name in SAMPLING_FILES}
+            tmp.mkdir(parents=True)
+            budget = max_bytes
+            for m in members:
+                if m.filename not in wanted:
+                    continue
+                with zf.open(m) as source, open(tmp / wanted[m.filename], "wb") as out:
+                    while chunk := source.read(2**20):
+                        budget -= len(chunk)
+                        if budget < 0:
+                            raise ValueError(f"{archive.name} unpacks to more than {max_bytes / 2**20:,.0f} MB, this "
+                                             "server's limit for a checkpoint; it was not unpacked.")
+                        out.write(chunk)
+    except _DAMAGED as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ValueError(f"{archive.name} is damaged or not a plain zip ({e}); download the checkpoint again.") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     try:
         os.replace(tmp, target)
     except OSError:  # another request unpacked the same zip first
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 class LoadedModels:
@@ -231,15 +255,21 @@ class LoadedModels:
         self._models: dict[tuple, tuple[GPT, Tokenizer]] = {}
         self._lock = threading.Lock()
 
-    def get(self, folder: Path, *, name: str = "This checkpoint") -> tuple[GPT, Tokenizer]:
-        """(model, tokenizer); a bad folder's error is about `name`, so no server path reaches a user."""
+    def get(self, folder: Path, *, max_params: int | None = None,
+            name: str = "This checkpoint") -> tuple[GPT, Tokenizer]:
+        """(model, tokenizer) in eval mode. The model's size is checked against `max_params` before
+        anything is allocated; a bad folder's error is about `name`, so no server path reaches a user."""
         weights = folder / WEIGHTS_FILE
         key = (str(folder), weights.stat().st_mtime_ns if weights.is_file() else None)
         with self._lock:
             if key not in self._models:
                 try:
                     checkpoint = load_checkpoint(folder)
-                    model = checkpoint.load_model()
+                    params = checkpoint.model_config.num_params()
+                    if max_params is not None and params > max_params:
+                        raise CheckpointError(name, [f"its model has {params / 1e6:,.1f}M parameters; this server "
+                                                     f"allows {max_params / 1e6:.3g}M"])
+                    model = checkpoint.load_model().eval()
                 except CheckpointError as e:
                     raise CheckpointError(name, e.problems) from None
                 if len(self._models) >= self.size:

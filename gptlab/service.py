@@ -336,8 +336,12 @@ class Lab:
     def _unpack_upload(self, upload) -> Path:
         if not upload:
             raise DataError("Upload a checkpoint .zip (from the Train tab's downloads) first.")
-        return unpack_upload(upload, self.registry.root / "_uploads",
-                             max_bytes=int(self.limits.max_checkpoint_mb * 2**20), keep=8)
+        # Float32 weights of the largest model this server allows, and room for its tokenizer.
+        max_bytes = min(int(self.limits.max_checkpoint_mb * 2**20), 4 * self.limits.max_params + 2**24)
+        return unpack_upload(upload, self.registry.root / "_uploads", max_bytes=max_bytes, keep=8)
+
+    def _loaded(self, folder: Path):
+        return self._models.get(folder, max_params=self.limits.max_params)
 
     def _prompt_ids(self, tokenizer, prompt: str) -> list[int]:
         if len(prompt) > self.limits.max_prompt_chars:
@@ -356,7 +360,7 @@ class Lab:
                decoding: Mapping[str, Any]) -> Iterator[str]:
         """The prompt and its continuation, growing token by token (never half a character)."""
         config = self._sample_config(decoding)
-        model, tokenizer = self._models.get(self._checkpoint_folder(owner, run_id, which, upload))
+        model, tokenizer = self._loaded(self._checkpoint_folder(owner, run_id, which, upload))
         ids = generate(model, self._prompt_ids(tokenizer, prompt or ""), config, eot=tokenizer.eot)
         text = prompt or ""
         yield text
@@ -367,13 +371,13 @@ class Lab:
     def next_tokens(self, *, owner: str | None, run_id: str | None, which: str, upload: str | None,
                     prompt: str | None, decoding: Mapping[str, Any], top_n: int = 15) -> list[NextToken]:
         config = self._sample_config(decoding)
-        model, tokenizer = self._models.get(self._checkpoint_folder(owner, run_id, which, upload))
+        model, tokenizer = self._loaded(self._checkpoint_folder(owner, run_id, which, upload))
         top = next_token_distribution(model, self._prompt_ids(tokenizer, prompt or ""), config, eot=tokenizer.eot,
                                       top_n=top_n)
         return [NextToken(views.token_text(tokenizer, i), i, round(p, 4)) for i, p in top]
 
     def _complete(self, folder: Path, prompt: str, config: SampleConfig) -> str:
-        model, tokenizer = self._models.get(folder)
+        model, tokenizer = self._loaded(folder)
         ids = generate(model, self._prompt_ids(tokenizer, prompt), config, eot=tokenizer.eot)
         return prompt + "".join(stream_text(ids, tokenizer))
 
