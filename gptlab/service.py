@@ -21,6 +21,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from matplotlib.figure import Figure
 
 from gptlab import views
+from gptlab.admission import Slots
 from gptlab.checkpoint import BEST, INIT, LAST, LoadedModels, best_or_last, unpack_upload
 from gptlab.config import ModelConfig, SampleConfig, TrainConfig, vocab_size_for
 from gptlab.data import DataError
@@ -50,6 +51,12 @@ class Limits:
     max_new_tokens: int = 1000
     max_prompt_chars: int = 4000
     max_checkpoint_mb: float = 600.0
+    max_beams: int = 8
+    # Generations at once, server-wide (one core each); while a run trains they take turns, one at a
+    # time, so training keeps a core of its own. One browser may have two running.
+    max_generations: int = 2
+    max_watchers_per_run: int = 3
+    max_watchers: int = 16  # live views at once, server-wide: each holds one of Gradio's worker threads
     poll_seconds: float = 1.0  # the live view redraws at most this often, whatever the step rate
 
 
@@ -112,6 +119,18 @@ class Lab:
         self.limits = limits or Limits()
         self._plot_prefs: dict[str, tuple[bool, str]] = {}
         self._models = LoadedModels()
+        limits = self.limits
+        self.generations = Slots("generations", per_owner=2, wait_s=20.0, total=lambda: max(
+            1, limits.max_generations - (1 if self.registry.active_count() else 0)))
+        self.watchers = Slots("live views", per_owner=4, total=limits.max_watchers, wait_s=0.0)
+        self.run_watchers = Slots("live views of this run", per_owner=limits.max_watchers_per_run,
+                                  total=limits.max_watchers, wait_s=0.0)
+
+    @property
+    def downloads_root(self) -> Path:
+        """Where prepared downloads are written: a folder that holds nothing else, so a web server may
+        serve files from it without exposing the runs (data, owners, the browser secret)."""
+        return self.registry.root / "_downloads"
 
     # -- owners --------------------------------------------------------------------------------
 
@@ -119,6 +138,11 @@ class Lab:
     def owner_or_new(owner: str | None) -> str:
         """A browser's secret owner token; anything else (empty, malformed) gets a fresh one."""
         return owner if isinstance(owner, str) and OWNER_PATTERN.match(owner) else secrets.token_urlsafe(24)
+
+    @staticmethod
+    def _who(owner: str | None) -> str:
+        """Whose share a request counts against: the owner token, or one share for all callers without."""
+        return owner if isinstance(owner, str) and OWNER_PATTERN.match(owner) else "anonymous"
 
     def run_choices(self, owner: str | None) -> list[tuple[str, str]]:
         """(label, run id) for each of the owner's runs, newest first."""
@@ -211,6 +235,11 @@ class Lab:
 
     def watch(self, owner: str, run_id: str) -> Iterator[LiveView]:
         """The live view of a run until it ends. Only observes: leaving stops nothing."""
+        self.registry.get(owner, run_id)  # an unknown run is refused before it takes a slot
+        with self.watchers.hold(owner), self.run_watchers.hold(run_id):
+            yield from self._watch(owner, run_id)
+
+    def _watch(self, owner: str, run_id: str) -> Iterator[LiveView]:
         events, offset, first, redraws = [], 0, True, 0
         while True:
             info = self.registry.get(owner, run_id)
@@ -306,8 +335,11 @@ class Lab:
             raise RunError("There is no run yet; start one first.")
         owner = self.owner_or_new(owner)
         folder = self.registry.folder(owner, run_id)
-        out = folder / "downloads"
-        out.mkdir(exist_ok=True)
+        for stale in self.downloads_root.glob("*"):  # downloads of runs the registry has cleaned up
+            if not (self.registry.root / stale.name).is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+        out = self.downloads_root / folder.name
+        out.mkdir(parents=True, exist_ok=True)
         files = []
         checkpoint = best_or_last(folder)
         if checkpoint is not None:
@@ -352,7 +384,10 @@ class Lab:
         max_new = {**decoding, **fixed}.get("max_new_tokens")
         if not max_new or not 1 <= float(max_new) <= self.limits.max_new_tokens:
             raise DataError(f"max new tokens must be between 1 and {self.limits.max_new_tokens}.")
-        return SampleConfig.from_form(decoding, **fixed)
+        config = SampleConfig.from_form(decoding, **fixed)
+        if config.num_beams > self.limits.max_beams:
+            raise DataError(f"This server searches with at most {self.limits.max_beams} beams; got {config.num_beams}.")
+        return config
 
     # -- sample and compare ----------------------------------------------------------------------
 
@@ -362,24 +397,27 @@ class Lab:
         config = self._sample_config(decoding)
         model, tokenizer = self._loaded(self._checkpoint_folder(owner, run_id, which, upload))
         ids = generate(model, self._prompt_ids(tokenizer, prompt or ""), config, eot=tokenizer.eot)
-        text = prompt or ""
-        yield text
-        for piece in stream_text(ids, tokenizer, stop=config.stop):
-            text += piece
+        with self.generations.hold(self._who(owner)):
+            text = prompt or ""
             yield text
+            for piece in stream_text(ids, tokenizer, stop=config.stop):
+                text += piece
+                yield text
 
     def next_tokens(self, *, owner: str | None, run_id: str | None, which: str, upload: str | None,
                     prompt: str | None, decoding: Mapping[str, Any], top_n: int = 15) -> list[NextToken]:
         config = self._sample_config(decoding)
         model, tokenizer = self._loaded(self._checkpoint_folder(owner, run_id, which, upload))
-        top = next_token_distribution(model, self._prompt_ids(tokenizer, prompt or ""), config, eot=tokenizer.eot,
-                                      top_n=top_n)
+        with self.generations.hold(self._who(owner)):
+            top = next_token_distribution(model, self._prompt_ids(tokenizer, prompt or ""), config,
+                                          eot=tokenizer.eot, top_n=top_n)
         return [NextToken(views.token_text(tokenizer, i), i, round(p, 4)) for i, p in top]
 
-    def _complete(self, folder: Path, prompt: str, config: SampleConfig) -> str:
+    def _complete(self, owner, folder: Path, prompt: str, config: SampleConfig) -> str:
         model, tokenizer = self._loaded(folder)
         ids = generate(model, self._prompt_ids(tokenizer, prompt), config, eot=tokenizer.eot)
-        return prompt + "".join(stream_text(ids, tokenizer))
+        with self.generations.hold(self._who(owner)):
+            return prompt + "".join(stream_text(ids, tokenizer))
 
     def _plain_sampling(self, temperature, max_new_tokens, seed) -> SampleConfig:
         return self._sample_config({"temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed},
@@ -395,13 +433,13 @@ class Lab:
         if trained is None:
             raise RunError("This run has no trained checkpoint yet; wait for its first evaluation.")
         config = self._plain_sampling(temperature, max_new_tokens, seed)
-        return Comparison(untrained=self._complete(folder / INIT, prompt or "", config),
-                          trained=self._complete(trained, prompt or "", config))
+        return Comparison(untrained=self._complete(owner, folder / INIT, prompt or "", config),
+                          trained=self._complete(owner, trained, prompt or "", config))
 
     def sweep(self, *, owner: str | None, run_id: str | None, prompt: str | None, seed,
               max_new_tokens) -> list[SweepRow]:
         folder = self._checkpoint_folder(owner, run_id, BEST, None)
-        return [SweepRow(t, self._complete(folder, prompt or "", self._plain_sampling(t, max_new_tokens, seed)))
+        return [SweepRow(t, self._complete(owner, folder, prompt or "", self._plain_sampling(t, max_new_tokens, seed)))
                 for t in SWEEP_TEMPERATURES]
 
     def compare_runs(self, *, owner: str | None, run_a: str | None, run_b: str | None, prompt: str | None, seed,
@@ -416,5 +454,5 @@ class Lab:
             info = self.registry.get(owner, run_id)
             series.append((info.name, self.registry.events(owner, run_id)))
             checkpoint = best_or_last(self.registry.folder(owner, run_id))
-            texts.append(self._complete(checkpoint, prompt or "", config) if checkpoint else "(no checkpoint yet)")
+            texts.append(self._complete(owner, checkpoint, prompt or "", config) if checkpoint else "(no checkpoint yet)")
         return RunComparison(compare_figure(series), texts[0], texts[1])

@@ -36,7 +36,7 @@ from gradio_client.exceptions import AppError
 from gptlab.checkpoint import load_checkpoint
 from gptlab.config import MODEL_FORM, SAMPLE_FORM, TRAIN_FORM
 from gptlab.service import OWNER_PATTERN, Lab, Limits
-from gptlab.ui import build_demo
+from gptlab.ui import build_demo, launch
 from gptlab.ui.common import SERVER_FAULT, user_errors
 from gptlab.runs import STATUS_FILE
 from gptlab.trainer import Trainer
@@ -138,8 +138,7 @@ def app(tmp_path_factory):
     try:
         lab = Lab(tmp_path_factory.mktemp("app") / "runs", max_concurrent=1, limits=Limits(poll_seconds=0.25))
         demo = build_demo(lab)
-        _, url, _ = demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
-                                        ssr_mode=False, quiet=True)
+        _, url, _ = launch(demo, lab, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
         try:
             yield lab, url
         finally:

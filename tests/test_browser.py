@@ -51,15 +51,14 @@ def chromium():
 @pytest.fixture(scope="module")
 def app_url(chromium, tmp_path_factory):
     from gptlab.service import Lab, Limits
-    from gptlab.ui import build_demo
+    from gptlab.ui import build_demo, launch
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     lab = Lab(tmp_path_factory.mktemp("runs"), limits=Limits(poll_seconds=0.5))
     demo = build_demo(lab)
-    _, url, _ = demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                                    ssr_mode=False, quiet=True)
+    _, url, _ = launch(demo, lab, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield url
     for info in lab.registry._all():
         lab.registry.stop(info.owner, info.id)

@@ -66,5 +66,5 @@ def wire_preview(lab: Lab, tab: DataTab, block_size: gr.Number) -> dict:
                                             "tokenizer": tab.tokenizer, "block_size": block_size},
                  outputs=[tab.status, tab.stats, tab.head, tab.shift, tab.vocab])
     gr.on([tab.source.change, tab.files.change, tab.pasted.blur, tab.tokenizer.change, block_size.change],
-          **event, api_name="preview")
+          **event, api_name="preview", concurrency_limit=4)  # a light preview need not wait behind a GPT-2 one
     return event

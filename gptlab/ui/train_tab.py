@@ -121,8 +121,9 @@ def build(lab: Lab, session: Session, data: DataTab) -> tuple[TrainTab, list]:
     def stop(owner, run_id):
         return {tab.status: lab.stop(owner=owner, run_id=run_id)}
 
+    # Stop skips the queue: a queue full of other requests must never keep a run from being stopped.
     tab.stop.click(stop, inputs_kwargs={"owner": session.owner, "run_id": session.run_id}, outputs=[tab.status],
-                   api_name="stop")
+                   api_name="stop", queue=False)
 
     @user_errors
     def resume(owner, run_id, max_steps, max_time):

@@ -1,0 +1,114 @@
+"""Launching the app: flags, the login, and the Gradio settings that keep a public server safe."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from gptlab.service import Lab, Limits
+
+log = logging.getLogger("gptlab.ui")
+
+AUTH_ENV = "GPTLAB_AUTH"
+FAILED_LOGIN_DELAY_S = 1.0  # a wrong password costs this long, one at a time: ~1 guess a second at most
+QUEUE_SIZE = 64
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python app.py", description="GPT Lab: train a small GPT in your browser.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="also create a public Gradio share link")
+    p.add_argument("--auth", metavar="USER:PASS",
+                   help=f"ask for this user name and password (better: set {AUTH_ENV}=USER:PASS, or use --auth-file, "
+                        "which keep the password out of the process list)")
+    p.add_argument("--auth-file", metavar="PATH", help="a file holding USER:PASS on its first line")
+    p.add_argument("--runs-dir", default=os.environ.get("GPTLAB_RUNS_DIR", "runs"), help="where runs are kept")
+    p.add_argument("--max-concurrent-trainings", type=int, default=1, help="trainings at once (default 1)")
+    p.add_argument("--max-params", type=int, default=Limits.max_params, help="largest model, in parameters")
+    p.add_argument("--max-upload-mb", type=float, default=Limits.max_upload_mb, help="largest upload, in MB")
+    args = p.parse_args(argv)
+    try:
+        args.credentials = credentials(args.auth, args.auth_file, os.environ.get(AUTH_ENV))
+    except ValueError as e:
+        p.error(str(e))
+    if args.max_concurrent_trainings < 1 or args.max_params < 1 or args.max_upload_mb <= 0:
+        p.error("--max-concurrent-trainings, --max-params and --max-upload-mb must be positive")
+    return args
+
+
+def credentials(flag: str | None, file: str | None, env: str | None) -> tuple[str, str] | None:
+    """(user, password) from --auth, --auth-file or the environment, in that order; None: no login."""
+    value, where = flag, "--auth"
+    if value is None and file is not None:
+        try:
+            value, where = Path(file).read_text(encoding="utf-8").splitlines()[0].strip(), "--auth-file"
+        except (OSError, IndexError, UnicodeDecodeError):
+            raise ValueError(f"--auth-file {file} cannot be read as a USER:PASS line") from None
+    if value is None and env:
+        value, where = env, AUTH_ENV
+    if value is None:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise ValueError(f"{where} takes USER:PASS, e.g. teacher:s3cret")
+    return user, password
+
+
+def throttled_login(user: str, password: str):
+    """Gradio's auth callable: a constant-time check, and every wrong guess waits its turn, so
+    guessing runs at about one password a second however many clients try."""
+    lock = threading.Lock()
+
+    def check(given_user: str, given_password: str) -> bool:
+        ok = secrets.compare_digest(given_user.encode(), user.encode()) & \
+            secrets.compare_digest(given_password.encode(), password.encode())
+        if not ok:
+            with lock:
+                log.warning("a failed login for user %r", given_user[:64])
+                time.sleep(FAILED_LOGIN_DELAY_S)
+        return bool(ok)
+    return check
+
+
+def exposure_warnings(host: str, share: bool, has_login: bool) -> list[str]:
+    warnings = []
+    if share:
+        warnings.append("--share makes a public link: anyone who has it can use this app and its CPU.")
+    if host not in ("127.0.0.1", "localhost", "::1") and not share:
+        warnings.append(f"listening on {host}: other machines on the network can reach this app.")
+    if warnings and not has_login:
+        warnings.append(f"Ask for a password with {AUTH_ENV}=USER:PASS (or --auth-file PATH).")
+    return warnings
+
+
+def launch(demo: gr.Blocks, lab: Lab, **kwargs):
+    """Start the server with what every GPT Lab server needs: the queue, the upload cap, and
+    downloads served from their own folder (wherever the runs directory is)."""
+    lab.downloads_root.mkdir(parents=True, exist_ok=True)
+    return demo.queue(max_size=QUEUE_SIZE).launch(
+        max_file_size=int(lab.limits.max_upload_mb * 2**20), ssr_mode=False,
+        allowed_paths=[str(lab.downloads_root.resolve())], **kwargs)
+
+
+def main(argv=None) -> None:
+    from gptlab.ui import build_demo
+
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if os.environ.get("SPACE_ID") and Path("/data").is_dir() and args.runs_dir == "runs":
+        args.runs_dir = "/data/runs"  # Spaces' persistent storage, when the Space has it
+    lab = Lab(args.runs_dir, max_concurrent=args.max_concurrent_trainings,
+              limits=Limits(max_params=args.max_params, max_upload_mb=args.max_upload_mb))
+    host = "0.0.0.0" if os.environ.get("SPACE_ID") else args.host
+    for warning in exposure_warnings(host, args.share, args.credentials is not None):
+        log.warning(warning)
+    launch(build_demo(lab), lab, server_name=host, server_port=args.port, share=args.share,
+           auth=throttled_login(*args.credentials) if args.credentials else None)

@@ -1,0 +1,70 @@
+"""A sample request's work is capped, and one owner cannot take every generation or live-view slot."""
+
+import pytest
+
+from gptlab.admission import BusyError
+from gptlab.service import Lab, Limits
+
+TEXT = "to be or not to be, that is the question. " * 60
+SETTINGS = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, dropout=0.0, bias=True, activation="gelu",
+                batch_size=4, grad_accum_steps=1, learning_rate=3e-3, min_lr=3e-4, lr_schedule="cosine",
+                warmup_steps=1, weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, max_steps=4, max_time=0,
+                eval_interval=2, eval_batches=1, patience=0, sample_interval=0, seed=1, precision="auto")
+GREEDY = dict(strategy="greedy", temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0,
+              no_repeat_ngram_size=0, num_beams=4, length_penalty=1.0, max_new_tokens=20, seed=1, stop="")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    lab = Lab(tmp_path_factory.mktemp("fair") / "runs", limits=Limits(poll_seconds=0.05, max_watchers_per_run=2))
+    views = list(lab.start(owner="", source="Paste text", files=None, pasted=TEXT, tokenizer="char",
+                           start_from="Scratch (random weights)", settings=SETTINGS))
+    return lab, views[-1].owner, views[-1].run_id
+
+
+def stream(lab, owner, run_id, **decoding):
+    return lab.sample(owner=owner, run_id=run_id, which="best", upload=None, prompt="to",
+                      decoding={**GREEDY, **decoding})
+
+
+def test_one_owner_has_at_most_two_generations_running(run):
+    lab, owner, run_id = run
+    first, second = stream(lab, owner, run_id), stream(lab, owner, run_id)
+    next(first), next(second)  # both streaming
+    with pytest.raises(BusyError, match="You already have 2 generations running"):
+        next(stream(lab, owner, run_id))
+    first.close()  # a closed tab gives its slot back
+    assert next(stream(lab, owner, run_id)).startswith("to")
+    second.close()
+
+
+def test_a_request_over_the_work_caps_is_refused_before_it_runs(run):
+    lab, owner, run_id = run
+    with pytest.raises(ValueError, match="max new tokens must be between 1 and 1000"):
+        next(stream(lab, owner, run_id, max_new_tokens=5000))
+    with pytest.raises(ValueError, match="at most 8 beams; got 64"):
+        next(stream(lab, owner, run_id, strategy="beam", num_beams=64))
+    with pytest.raises(ValueError, match="The prompt has 5,000 characters; the limit is 4,000"):
+        list(lab.sample(owner=owner, run_id=run_id, which="best", upload=None, prompt="x" * 5000, decoding=GREEDY))
+
+
+def test_while_a_run_trains_generations_take_turns(run, monkeypatch):
+    lab, owner, run_id = run
+    monkeypatch.setattr(lab.registry, "active_count", lambda: 1)
+    monkeypatch.setattr(lab.generations, "wait_s", 0.0)
+    first = stream(lab, owner, run_id)
+    next(first)
+    with pytest.raises(BusyError, match="busy with other generations"):
+        next(stream(lab, owner, run_id))
+    first.close()
+
+
+def test_live_views_of_one_run_are_capped(run, monkeypatch):
+    lab, owner, run_id = run
+    views = [lab.watch(owner, run_id) for _ in range(2)]
+    assert all(next(v).run_id == run_id for v in views)  # each holds its slot until it is closed
+    with pytest.raises(BusyError, match="live views of this run running"):
+        next(lab.watch(owner, run_id))
+    for v in views:
+        v.close()
+    assert next(lab.watch(owner, run_id)).run_id == run_id
