@@ -50,6 +50,7 @@ from gptlab import views
 from gptlab.checkpoint import load_checkpoint
 from gptlab.config import ACTIVATIONS, DEFAULT_PRESET, FIELD_HELP, LR_SCHEDULES, PRECISIONS, PRESETS, ModelConfig, SampleConfig, TrainConfig
 from gptlab.data import DataError
+from gptlab.events import EvalEvent, Event
 from gptlab.generate import generate, next_token_distribution
 from gptlab.pipeline import load_texts, prepare_data
 from gptlab.plots import compare_figure, dynamics_figure, loss_figure
@@ -238,7 +239,7 @@ class Lab:
 
     # -- training ------------------------------------------------------------------------------
 
-    def _render(self, owner: str, run_id: str, events: list[dict], with_choices: bool, loss: bool = True,
+    def _render(self, owner: str, run_id: str, events: list[Event], with_choices: bool, loss: bool = True,
                 dynamics: bool = True):
         info = self.registry.get(owner, run_id)
         log_scale, x = self._plot_prefs.get(owner, (False, "step"))
@@ -263,7 +264,7 @@ class Lab:
                 # poll, the loss plot every other one (and at each evaluation), the secondary figure
                 # every tenth.
                 final = first or not running
-                evaluated = any(e["event"] == "eval" for e in new)
+                evaluated = any(isinstance(e, EvalEvent) for e in new)
                 yield self._render(owner, run_id, events, with_choices=final,
                                    loss=final or evaluated or redraws % 2 == 0, dynamics=final or redraws % 10 == 0)
                 first, redraws = False, redraws + 1
@@ -361,7 +362,7 @@ class Lab:
             files.append(archive)
         events = self.registry.events(owner, run_id)
         (out / "metrics.csv").write_text(views.metrics_csv(events), encoding="utf-8")
-        (out / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+        (out / "metrics.jsonl").write_text("".join(json.dumps(e.as_dict()) + "\n" for e in events), encoding="utf-8")
         return files + [str(out / "metrics.csv"), str(out / "metrics.jsonl")]
 
     # -- models for sampling -------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 from gptlab.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from gptlab.config import ConfigError, ModelConfig, SampleConfig, TrainConfig
 from gptlab.data import DEFAULT_CORPUS, DataStats, TokenDataset, decode_text, encode_documents, read_documents, tokenize_corpus
-from gptlab.events import Event
+from gptlab.events import Event, EventError
 from gptlab.generate import generate
 from gptlab.model import GPT
 from gptlab.plots import save_loss_plot
@@ -186,19 +186,28 @@ class TrainingRun:
                 yield event
 
 
-def read_events(run_dir: str | os.PathLike, start: int = 0) -> list[dict]:
+def read_events(run_dir: str | os.PathLike, start: int = 0) -> list[Event]:
     """A run's events from line `start` of its metrics log; a line still being written is left out."""
     return read_new_events(run_dir)[0][start:]
 
 
-def read_new_events(run_dir: str | os.PathLike, offset: int = 0) -> tuple[list[dict], int]:
+def read_new_events(run_dir: str | os.PathLike, offset: int = 0) -> tuple[list[Event], int]:
     """The complete events after byte `offset` of the metrics log, and the offset to read from next,
     so an observer polling a long run reads each line once."""
+    path = Path(run_dir) / METRICS_FILE
     try:
-        with open(Path(run_dir) / METRICS_FILE, "rb") as log:
+        with open(path, "rb") as log:
             log.seek(offset)
             data = log.read()
     except FileNotFoundError:
         return [], offset
     end = data.rfind(b"\n") + 1
-    return [json.loads(line) for line in data[:end].split(b"\n") if line], offset + end
+    return [_parse_event(line, path) for line in data[:end].split(b"\n") if line], offset + end
+
+
+def _parse_event(line: bytes, path: Path) -> Event:
+    try:
+        return Event.from_dict(json.loads(line))
+    except ValueError as e:  # json's errors are ValueErrors too
+        raise EventError(f"{path} holds a line that is not a gptlab event ({e}). Remove that line, or read "
+                         "the log with the gptlab version that wrote it.") from None

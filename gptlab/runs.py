@@ -21,6 +21,7 @@ from typing import Any
 
 
 from gptlab.config import ModelConfig, TrainConfig, to_dict
+from gptlab.events import Event
 from gptlab.pipeline import TrainingRun, read_events, read_new_events
 
 STATUS_FILE = "status.json"
@@ -114,11 +115,11 @@ class RunRegistry:
     def folder(self, owner: str, run_id: str) -> Path:
         return self.root / self.get(owner, run_id).id
 
-    def events(self, owner: str, run_id: str, start: int = 0) -> list[dict]:
+    def events(self, owner: str, run_id: str, start: int = 0) -> list[Event]:
         """The run's events from line `start` of its metrics log (complete lines only)."""
         return read_events(self.folder(owner, run_id), start)
 
-    def new_events(self, owner: str, run_id: str, offset: int = 0) -> tuple[list[dict], int]:
+    def new_events(self, owner: str, run_id: str, offset: int = 0) -> tuple[list[Event], int]:
         """Events after byte `offset` of the run's log, and the next offset (for polling observers)."""
         return read_new_events(self.folder(owner, run_id), offset)
 

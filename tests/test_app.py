@@ -329,7 +329,7 @@ def test_downloads_give_a_loadable_checkpoint_zip_and_the_metrics(app, trained, 
     assert checkpoint.step in (10, 20) and checkpoint.model_config.n_embd == 32
 
     events = [json.loads(line) for line in metrics_jsonl.read_text(encoding="utf-8").splitlines()]
-    assert events == lab.registry.events(owner, run_id) and events[-1]["event"] == "done"
+    assert events == [e.as_dict() for e in lab.registry.events(owner, run_id)] and events[-1]["event"] == "done"
     rows = list(csv.DictReader(io.StringIO(metrics_csv.read_text(encoding="utf-8"))))
     assert [r["event"] for r in rows].count("step") == 20 and [r["event"] for r in rows].count("eval") == 3
     assert [int(r["step"]) for r in rows if r["event"] == "step"] == list(range(1, 21))
@@ -425,7 +425,7 @@ def test_resume_continues_the_same_run_to_the_new_step_count(server):
     outs = finish(client.submit(owner, run_id, stopped_at + 6, 0, api_name="/resume"))
     assert all(o[1] == run_id for o in outs)
     assert f"· finished: reached max_steps ({stopped_at + 6})" in outs[-1][2]
-    steps = [e["step"] for e in lab.registry.events(owner, run_id) if e["event"] == "step"]
+    steps = [e.step for e in lab.registry.events(owner, run_id) if e.kind == "step"]
     assert steps == list(range(1, stopped_at + 7))  # one history, continued where it stopped
     assert load_checkpoint(lab.registry.folder(owner, run_id) / "last").step == stopped_at + 6
     assert [value for _, value in outs[-1][7]["choices"]].count(run_id) == 1  # still one run, not a new one

@@ -11,6 +11,7 @@ import torch
 from gptlab.checkpoint import STATE_FILE, load_checkpoint
 from gptlab.config import ConfigError, ModelConfig, TrainConfig
 from gptlab.data import DataError
+from gptlab.events import SampleEvent
 from gptlab.pipeline import LOSS_PLOT, METRICS_FILE, TrainingRun, resolve_checkpoint, run_folder_of
 from gptlab.tokenizers import UnknownCharactersError
 
@@ -260,11 +261,29 @@ def test_init_from_on_text_with_new_characters(trained, tmp_path):
 def test_new_events_are_read_once_from_a_byte_offset(tmp_path):
     from gptlab.pipeline import read_new_events
 
+    one, two = (SampleEvent(step, f"sample {step}") for step in (1, 2))
     log = tmp_path / METRICS_FILE
-    log.write_text('{"event": "step", "step": 1}\n{"event": "step", "st', encoding="utf-8")
+    line = json.dumps(two.as_dict())
+    log.write_text(json.dumps(one.as_dict()) + "\n" + line[:20], encoding="utf-8")
     first, offset = read_new_events(tmp_path)
-    assert first == [{"event": "step", "step": 1}]
+    assert first == [one]  # typed events, and the half-written line is left for later
     with open(log, "a", encoding="utf-8") as f:
-        f.write('ep": 2}\n')
+        f.write(line[20:] + "\n")
     second, offset = read_new_events(tmp_path, offset)
-    assert second == [{"event": "step", "step": 2}] and read_new_events(tmp_path, offset) == ([], offset)
+    assert second == [two] and read_new_events(tmp_path, offset) == ([], offset)
+
+
+@pytest.mark.parametrize("line, problem", [
+    ('{"event": "step", "step": 1}', "it lacks 'loss'"),
+    ('{"event": "warp", "step": 1}', "Unknown event kind 'warp'"),
+    ("not json", "Expecting value"),
+])
+def test_a_line_that_is_not_an_event_names_the_log_and_the_problem(tmp_path, line, problem):
+    from gptlab.events import EventError
+    from gptlab.pipeline import read_events
+
+    (tmp_path / METRICS_FILE).write_text(json.dumps(SampleEvent(0, "ok").as_dict()) + "\n" + line + "\n")
+    with pytest.raises(EventError) as e:
+        read_events(tmp_path)
+    assert str(e.value).startswith(f"{tmp_path / METRICS_FILE} holds a line that is not a gptlab event (")
+    assert problem in str(e.value) and "Remove that line" in str(e.value)

@@ -20,6 +20,7 @@ import torch
 from gptlab.checkpoint import load_checkpoint
 from gptlab.config import ModelConfig, TrainConfig
 from gptlab.data import DataError, TextTooShortError
+from gptlab.events import DoneEvent, EvalEvent, StepEvent
 from gptlab.pipeline import METRICS_FILE, TrainingRun
 from gptlab.runs import STATUS_FILE, BusyError, RunError, RunInfo, RunRegistry
 from gptlab.trainer import Trainer
@@ -167,12 +168,12 @@ def test_events_are_the_metrics_log_in_order(lab):
 
     events = registry.events("alice", run_id)
     log = [json.loads(line) for line in (registry.root / run_id / METRICS_FILE).read_text().splitlines()]
-    assert events == log
-    assert events[0]["event"] == "eval" and events[0]["step"] == 0
-    assert events[-1]["event"] == "done" and events[-1]["status"] == "finished" and events[-1]["step"] == 6
-    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3, 4, 5, 6]
-    assert [e["step"] for e in events if e["event"] == "eval"] == [0, 3, 6]
-    steps = [e["step"] for e in events]
+    assert [e.as_dict() for e in events] == log
+    assert isinstance(events[0], EvalEvent) and events[0].step == 0
+    assert isinstance(events[-1], DoneEvent) and events[-1].status == "finished" and events[-1].step == 6
+    assert [e.step for e in events if isinstance(e, StepEvent)] == [1, 2, 3, 4, 5, 6]
+    assert [e.step for e in events if isinstance(e, EvalEvent)] == [0, 3, 6]
+    steps = [e.step for e in events]
     assert steps == sorted(steps)
     assert registry.events("alice", run_id, start=len(events) - 1) == events[-1:]
     assert registry.events("alice", run_id, start=len(events)) == []
@@ -186,7 +187,7 @@ def test_an_incremental_observer_sees_every_event_exactly_once(lab):
     seen = []
     gate.wait_until(1)
     seen += registry.events("alice", run_id, start=len(seen))
-    assert seen and seen[0]["event"] == "eval" and seen[0]["step"] == 0
+    assert seen and isinstance(seen[0], EvalEvent) and seen[0].step == 0
     assert registry.events("alice", run_id, start=len(seen)) == []  # nothing new while held
     gate.release.set()
 
@@ -201,8 +202,8 @@ def test_an_incremental_observer_sees_every_event_exactly_once(lab):
     registry.wait(run_id, TIMEOUT)
 
     assert seen == registry.events("alice", run_id)
-    assert [e["step"] for e in seen if e["event"] == "step"] == list(range(1, 9))
-    assert seen[-1]["event"] == "done" and sum(e["event"] == "done" for e in seen) == 1
+    assert [e.step for e in seen if isinstance(e, StepEvent)] == list(range(1, 9))
+    assert isinstance(seen[-1], DoneEvent) and sum(isinstance(e, DoneEvent) for e in seen) == 1
 
 
 def test_events_of_a_run_without_a_log_yet_are_empty(lab):
@@ -229,8 +230,8 @@ def test_stop_ends_a_long_run_after_the_step_in_progress(lab):
 
     assert info.status == "stopped" and info.step == 3 and "stopped by request" in info.reason
     events = registry.events("alice", run_id)
-    assert events[-1]["event"] == "done" and events[-1]["status"] == "stopped" and events[-1]["step"] == 3
-    assert max(e["step"] for e in events) == 3  # not one optimiser step more
+    assert isinstance(events[-1], DoneEvent) and events[-1].status == "stopped" and events[-1].step == 3
+    assert max(e.step for e in events) == 3  # not one optimiser step more
     last = load_checkpoint(registry.root / run_id / "last")
     assert last.step == 3 and last.resumable
     assert info.resumable
@@ -243,7 +244,7 @@ def test_stop_of_a_free_running_run_is_prompt(lab):
     registry = lab.registry()
     run_id = start(registry, max_steps=LONG, eval_interval=LONG)
     deadline = time.monotonic() + TIMEOUT
-    while not any(e["event"] == "step" for e in registry.events("alice", run_id)):
+    while not any(isinstance(e, StepEvent) for e in registry.events("alice", run_id)):
         assert time.monotonic() < deadline, "the run made no step in time"
         time.sleep(0.01)
 
@@ -423,9 +424,9 @@ def test_resume_continues_the_same_run_to_the_new_max_steps(lab):
     events = registry.events("alice", run_id)
     assert events[:len(before)] == before  # the log is continued, not rewritten
     new = events[len(before):]
-    assert [e["step"] for e in new if e["event"] == "step"] == [4, 5, 6, 7]
-    assert not any(e["event"] == "eval" and e["step"] == 0 for e in new)  # no second step-0 evaluation
-    assert new[-1]["event"] == "done" and new[-1]["status"] == "finished" and new[-1]["step"] == 7
+    assert [e.step for e in new if isinstance(e, StepEvent)] == [4, 5, 6, 7]
+    assert not any(isinstance(e, EvalEvent) and e.step == 0 for e in new)  # no second step-0 evaluation
+    assert isinstance(new[-1], DoneEvent) and new[-1].status == "finished" and new[-1].step == 7
     assert load_checkpoint(registry.root / run_id / "last").step == 7
 
 
@@ -473,7 +474,7 @@ def test_a_crash_in_training_ends_as_failed_with_the_reason(lab, monkeypatch):
     assert status_on_disk(registry, run_id)["status"] == "failed"
     assert registry.active_count() == 0
     assert registry.stop("alice", run_id) is False
-    assert [e["step"] for e in registry.events("alice", run_id) if e["event"] == "step"] == [1, 2]
+    assert [e.step for e in registry.events("alice", run_id) if isinstance(e, StepEvent)] == [1, 2]
 
 
 def test_a_crash_before_the_first_event_ends_as_failed(lab, monkeypatch):
