@@ -27,7 +27,7 @@ from common import ROOT, TINYSHAKESPEARE, print_table  # noqa: E402  (puts the p
 from gptlab.cli import main as cli_main  # noqa: E402
 from gptlab.config import ModelConfig, TrainConfig  # noqa: E402
 from gptlab.events import DoneEvent  # noqa: E402
-from gptlab.pipeline import read_events  # noqa: E402
+from gptlab.runfolder import read_events  # noqa: E402
 
 
 def done_rate(run_dir: Path) -> float:

@@ -176,10 +176,9 @@ def cmd_train(args) -> int:
 
 def _checkpoint_folder(path: str) -> Path:
     """A checkpoint folder, or a run folder standing for its best checkpoint (else its last)."""
-    from gptlab.pipeline import resolve_checkpoint
+    from gptlab.runfolder import BEST, resolve_checkpoint
 
-    folder = resolve_checkpoint(path, prefer="best")
-    return resolve_checkpoint(path, prefer="last") if folder == Path(path) else folder
+    return resolve_checkpoint(path, prefer=BEST)
 
 
 def _sample_config(args, checkpoint) -> SampleConfig:

@@ -31,6 +31,7 @@ from gptlab.checkpoint import CONFIG_FILE, FORMAT, WEIGHTS_FILE, Checkpoint, loa
 from gptlab.config import ConfigError, ModelConfig, to_dict
 from gptlab.hf_tokenizer import VOCAB_FILE, is_gpt2_vocab, write_gpt2_tokenizer
 from gptlab.model import GPT
+from gptlab.runfolder import BEST, INIT, LAST, LOSS_PLOT
 from gptlab.tokenizers import CharTokenizer, GPT2Tokenizer, Tokenizer
 
 __all__ = ["HubError", "PretrainedModel", "HUB_ALIASES", "config_from_hf", "config_to_hf", "from_hf_state_dict",
@@ -44,8 +45,7 @@ PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h
 # nothing stale (say, GPT-2 tokenizer files beside a char model) outlives a new push; others are kept.
 EXPORT_FILES = ("model.safetensors", "model.safetensors.index.json", "model-*.safetensors", "vocab.json",
                 "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                "generation_config.json", "vocab_chars.json", "loss.png")
-LOSS_PLOT = "loss.png"  # drawn elsewhere (the trainer's consumers); the card links it when present
+                "generation_config.json", "vocab_chars.json", LOSS_PLOT)
 
 # Short names for the GPT-2 checkpoints OpenAI released; all use GPT-2's BPE and the MIT license.
 HUB_ALIASES = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
@@ -552,7 +552,7 @@ def model_card(checkpoint: Checkpoint | str | os.PathLike, *, repo_id: str | Non
     meta += [f"base_model: {json.dumps(base)}"] if base else []
     meta += ["tags:", "- gptlab", "- gpt2"] + (["- character-level"] if char else []) + ["---", ""]
 
-    run_label = ckpt.path.name in ("best", "last", "init") or ckpt.path.name.startswith("step-")
+    run_label = ckpt.path.name in (BEST, LAST, INIT) or ckpt.path.name.startswith("step-")
     title = (repo_id or "").split("/")[-1] or (ckpt.path.parent.name if run_label else ckpt.path.name)
     out = meta + [f"# {title}", "",
                   f"A GPT-2 style language model made with GPT Lab: {cfg.num_params():,} parameters, {cfg.n_layer} "

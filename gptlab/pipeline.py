@@ -1,8 +1,7 @@
 """One training run, wired end to end: text → tokenizer → dataset → model → trainer → checkpoints.
 
-The CLI and the app both call `train()` and consume its events. A run lives in one folder:
-init/ (the weights before training, for honest before/after comparisons), best/, last/, optional
-step-N/ folders, and metrics.jsonl with every event.
+The CLI and the app both build a TrainingRun and consume its events. A run lives in one folder
+(gptlab.runfolder says what it holds).
 """
 
 from __future__ import annotations
@@ -19,16 +18,13 @@ import torch
 from gptlab.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from gptlab.config import ConfigError, ModelConfig, SampleConfig, TrainConfig
 from gptlab.data import DEFAULT_CORPUS, DataStats, TokenDataset, decode_text, encode_documents, read_documents, tokenize_corpus
-from gptlab.events import Event, EventError
+from gptlab.events import Event
 from gptlab.generate import generate
 from gptlab.model import GPT
 from gptlab.plots import save_loss_plot
+from gptlab.runfolder import BEST, INIT, LAST, LOSS_PLOT, METRICS_FILE, read_events, resolve_checkpoint, run_folder_of
 from gptlab.tokenizers import Tokenizer, prompt_ids
 from gptlab.trainer import Trainer, pick_device
-
-METRICS_FILE = "metrics.jsonl"
-LOSS_PLOT = "loss.png"
-
 
 @dataclass
 class PreparedData:
@@ -58,19 +54,6 @@ def prepare_data(documents: Sequence[str], tokenizer: Tokenizer | str, block_siz
     description = {"sources": list(sources) or [DEFAULT_CORPUS.name], "documents": len(documents),
                    "characters": characters, "tokens": stats.tokens, "tokenizer": tokenizer.name}
     return PreparedData(tokenizer, dataset, stats, description)
-
-
-def resolve_checkpoint(path: str | os.PathLike, prefer: str = "last") -> Path:
-    """A run folder means its `prefer` checkpoint (last or best); a checkpoint folder means itself."""
-    path = Path(path)
-    if (path / prefer).is_dir() and not (path / "config.json").is_file():
-        return path / prefer
-    return path
-
-
-def run_folder_of(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    return path.parent if (path / "config.json").is_file() and not (path / "last").is_dir() else path
 
 
 class TrainingRun:
@@ -103,11 +86,11 @@ class TrainingRun:
         else:
             if model_config is None or train_config is None or out_dir is None:
                 raise ConfigError("A new run needs a model config, a train config and an output folder.")
-            if (Path(out_dir) / "last").exists() or (Path(out_dir) / METRICS_FILE).exists():
+            if (Path(out_dir) / LAST).exists() or (Path(out_dir) / METRICS_FILE).exists():
                 raise ConfigError(f"{out_dir} already holds a run. Resume it (--resume {out_dir}), "
                                   "or choose another output folder.")
             if init_from is not None:
-                source = load_checkpoint(resolve_checkpoint(init_from, prefer="best"))
+                source = load_checkpoint(resolve_checkpoint(init_from, prefer=BEST))
                 # Fine-tuning keeps the network and its tokenizer; only the context may shrink.
                 model_config = source.model_config.replace(
                     block_size=min(model_config.block_size, source.model_config.block_size),
@@ -175,7 +158,7 @@ class TrainingRun:
 
     def events(self, stop: threading.Event | None = None) -> Iterator[Event]:
         if not self.resumed:
-            self._save("init", None, {})  # the untrained weights, for honest before/after comparisons
+            self._save(INIT, None, {})  # the untrained weights, for honest before/after comparisons
         with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as log:
             for event in self.trainer.run(stop):
                 log.write(json.dumps(event.as_dict()) + "\n")
@@ -184,30 +167,3 @@ class TrainingRun:
                     # The whole history (a resumed run's too), for the model card and the README.
                     save_loss_plot(read_events(self.out_dir), self.out_dir / LOSS_PLOT, self.model_config.vocab_size)
                 yield event
-
-
-def read_events(run_dir: str | os.PathLike, start: int = 0) -> list[Event]:
-    """A run's events from line `start` of its metrics log; a line still being written is left out."""
-    return read_new_events(run_dir)[0][start:]
-
-
-def read_new_events(run_dir: str | os.PathLike, offset: int = 0) -> tuple[list[Event], int]:
-    """The complete events after byte `offset` of the metrics log, and the offset to read from next,
-    so an observer polling a long run reads each line once."""
-    path = Path(run_dir) / METRICS_FILE
-    try:
-        with open(path, "rb") as log:
-            log.seek(offset)
-            data = log.read()
-    except FileNotFoundError:
-        return [], offset
-    end = data.rfind(b"\n") + 1
-    return [_parse_event(line, path) for line in data[:end].split(b"\n") if line], offset + end
-
-
-def _parse_event(line: bytes, path: Path) -> Event:
-    try:
-        return Event.from_dict(json.loads(line))
-    except ValueError as e:  # json's errors are ValueErrors too
-        raise EventError(f"{path} holds a line that is not a gptlab event ({e}). Remove that line, or read "
-                         "the log with the gptlab version that wrote it.") from None

@@ -4,7 +4,7 @@ The app's event handlers only observe runs through this registry, so a refresh, 
 dropped connection never touches the training itself. Every run belongs to an owner token (a
 browser's); a run is invisible to everyone else, and unknown and foreign run ids look the same.
 
-runs/<id>/ holds status.json, metrics.jsonl and the checkpoints of gptlab.pipeline.TrainingRun.
+runs/<id>/ is a run folder (gptlab.runfolder) with a status.json beside what TrainingRun writes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any
 
 from gptlab.config import ModelConfig, TrainConfig, to_dict
 from gptlab.events import Event
-from gptlab.pipeline import TrainingRun, read_events, read_new_events
+from gptlab.pipeline import TrainingRun
+from gptlab.runfolder import LAST, read_events, read_new_events
 
 STATUS_FILE = "status.json"
 ACTIVE = ("running",)
@@ -142,7 +143,7 @@ class RunRegistry:
                 info = self.get(owner, resume_id)
                 if info.id in self._threads and self._threads[info.id].is_alive():
                     raise RunError("That run is still training.")
-                if not (self.root / info.id / "last").is_dir():
+                if not (self.root / info.id / LAST).is_dir():
                     raise RunError("That run saved no checkpoint before it ended, so it cannot be resumed; "
                                    "start a new run instead.")
                 run = TrainingRun(resume=self.root / info.id, max_steps=train_config.max_steps if train_config else None,

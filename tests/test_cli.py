@@ -19,7 +19,7 @@ import torch
 
 from gptlab.checkpoint import load_checkpoint
 from gptlab.cli import EXIT_USAGE, main
-from gptlab.pipeline import METRICS_FILE
+from gptlab.runfolder import METRICS_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 TEXT = ("the quick brown fox jumps over the lazy dog. a stitch in time saves nine.\n"
@@ -122,6 +122,12 @@ def test_info_prints_parameters_and_metrics(trained):
 def test_info_on_a_run_folder_uses_best(trained):
     code, out, _ = run_cli(["info", "--checkpoint", trained[0]])
     assert code == 0 and f"checkpoint: {trained[0] / 'best'}" in out
+
+
+def test_info_on_a_run_folder_without_best_uses_last(trained, tmp_path):
+    shutil.copytree(trained[0], tmp_path / "run", ignore=shutil.ignore_patterns("best"))
+    code, out, _ = run_cli(["info", "--checkpoint", tmp_path / "run"])
+    assert code == 0 and f"checkpoint: {tmp_path / 'run' / 'last'}" in out
 
 
 def test_info_on_init_is_not_resumable(trained):

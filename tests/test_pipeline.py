@@ -11,8 +11,8 @@ import torch
 from gptlab.checkpoint import STATE_FILE, load_checkpoint
 from gptlab.config import ConfigError, ModelConfig, TrainConfig
 from gptlab.data import DataError
-from gptlab.events import SampleEvent
-from gptlab.pipeline import LOSS_PLOT, METRICS_FILE, TrainingRun, resolve_checkpoint, run_folder_of
+from gptlab.pipeline import TrainingRun
+from gptlab.runfolder import LOSS_PLOT, METRICS_FILE
 from gptlab.tokenizers import UnknownCharactersError
 
 TEXT = ("the quick brown fox jumps over the lazy dog. a stitch in time saves nine.\n"
@@ -114,14 +114,6 @@ def test_pasted_text_run(tmp_path):
     assert run.data.stats.characters == len(TEXT)
     list(run.events())
     assert load_checkpoint(tmp_path / "run" / "last").step == 2
-
-
-def test_resolve_checkpoint_and_run_folder(trained):
-    run_dir = trained[0]
-    assert resolve_checkpoint(run_dir) == run_dir / "last"
-    assert resolve_checkpoint(run_dir, prefer="best") == run_dir / "best"
-    assert resolve_checkpoint(run_dir / "init") == run_dir / "init"
-    assert run_folder_of(run_dir / "last") == run_dir and run_folder_of(run_dir) == run_dir
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,6 +240,15 @@ def test_init_from_never_grows_the_context(trained, tmp_path):
     assert run.model_config.block_size == 32
 
 
+def test_init_from_a_run_without_a_best_checkpoint_starts_from_its_last(trained, tmp_path):
+    run_dir, _ = copy_run(trained, tmp_path)
+    shutil.rmtree(run_dir / "best")  # a run stopped before its first evaluation after step 0
+    model_config, train_config = configs(max_steps=1)
+    run = TrainingRun(model_config=model_config, train_config=train_config, out_dir=tmp_path / "tuned",
+                      texts=[TEXT], init_from=run_dir)
+    assert run.extra["init_from"] == str(run_dir / "last")
+
+
 def test_init_from_on_text_with_new_characters(trained, tmp_path):
     run_dir, _, _ = trained
     other = tmp_path / "other.txt"
@@ -256,34 +257,3 @@ def test_init_from_on_text_with_new_characters(trained, tmp_path):
     with pytest.raises(UnknownCharactersError, match="never saw"):
         TrainingRun(model_config=model_config, train_config=train_config, out_dir=tmp_path / "x",
                     data_paths=[other], init_from=run_dir)
-
-
-def test_new_events_are_read_once_from_a_byte_offset(tmp_path):
-    from gptlab.pipeline import read_new_events
-
-    one, two = (SampleEvent(step, f"sample {step}") for step in (1, 2))
-    log = tmp_path / METRICS_FILE
-    line = json.dumps(two.as_dict())
-    log.write_text(json.dumps(one.as_dict()) + "\n" + line[:20], encoding="utf-8")
-    first, offset = read_new_events(tmp_path)
-    assert first == [one]  # typed events, and the half-written line is left for later
-    with open(log, "a", encoding="utf-8") as f:
-        f.write(line[20:] + "\n")
-    second, offset = read_new_events(tmp_path, offset)
-    assert second == [two] and read_new_events(tmp_path, offset) == ([], offset)
-
-
-@pytest.mark.parametrize("line, problem", [
-    ('{"event": "step", "step": 1}', "it lacks 'loss'"),
-    ('{"event": "warp", "step": 1}', "Unknown event kind 'warp'"),
-    ("not json", "Expecting value"),
-])
-def test_a_line_that_is_not_an_event_names_the_log_and_the_problem(tmp_path, line, problem):
-    from gptlab.events import EventError
-    from gptlab.pipeline import read_events
-
-    (tmp_path / METRICS_FILE).write_text(json.dumps(SampleEvent(0, "ok").as_dict()) + "\n" + line + "\n")
-    with pytest.raises(EventError) as e:
-        read_events(tmp_path)
-    assert str(e.value).startswith(f"{tmp_path / METRICS_FILE} holds a line that is not a gptlab event (")
-    assert problem in str(e.value) and "Remove that line" in str(e.value)

@@ -21,7 +21,8 @@ from gptlab.checkpoint import load_checkpoint
 from gptlab.config import ModelConfig, TrainConfig
 from gptlab.data import DataError, TextTooShortError
 from gptlab.events import DoneEvent, EvalEvent, StepEvent
-from gptlab.pipeline import METRICS_FILE, TrainingRun
+from gptlab.pipeline import TrainingRun
+from gptlab.runfolder import METRICS_FILE
 from gptlab.runs import STATUS_FILE, BusyError, RunError, RunInfo, RunRegistry
 from gptlab.trainer import Trainer
 
