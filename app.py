@@ -49,10 +49,9 @@ import gradio as gr
 from gptlab import views
 from gptlab.checkpoint import load_checkpoint
 from gptlab.config import ACTIVATIONS, DEFAULT_PRESET, FIELD_HELP, LR_SCHEDULES, PRECISIONS, PRESETS, ModelConfig, SampleConfig, TrainConfig
-from gptlab.data import DataError
+from gptlab.data import DataError, load_texts, prepare_data
 from gptlab.events import EvalEvent, Event
 from gptlab.generate import generate, next_token_distribution
-from gptlab.pipeline import load_texts, prepare_data
 from gptlab.plots import compare_figure, dynamics_figure, loss_figure
 from gptlab.runs import RunRegistry
 from gptlab.textstream import stream_text

@@ -22,7 +22,7 @@ from typing import Any
 
 from gptlab.config import ModelConfig, TrainConfig, to_dict
 from gptlab.events import Event
-from gptlab.pipeline import TrainingRun
+from gptlab.training import TrainingRun
 from gptlab.runfolder import LAST, read_events, read_new_events
 
 STATUS_FILE = "status.json"
@@ -146,17 +146,20 @@ class RunRegistry:
                 if not (self.root / info.id / LAST).is_dir():
                     raise RunError("That run saved no checkpoint before it ended, so it cannot be resumed; "
                                    "start a new run instead.")
-                run = TrainingRun(resume=self.root / info.id, max_steps=train_config.max_steps if train_config else None,
-                                  max_time=(train_config.max_time or 0) if train_config else None)
+                run = TrainingRun.resume(self.root / info.id, max_steps=train_config.max_steps if train_config else None,
+                                         max_time=(train_config.max_time or 0) if train_config else None)
                 info.status, info.reason, info.ended = "running", "", None
                 info.train = to_dict(run.train_config)
             else:
                 self.cleanup(owner)
                 run_id = secrets.token_hex(8)
                 try:
-                    run = TrainingRun(model_config=model_config, train_config=train_config, out_dir=self.root / run_id,
-                                      data_paths=self._keep_files(run_id, data_paths), texts=texts,
-                                      init_from=init_from)
+                    kept = self._keep_files(run_id, data_paths)
+                    if init_from is None:
+                        run = TrainingRun.new(model_config, train_config, self.root / run_id, kept, texts)
+                    else:
+                        run = TrainingRun.fine_tune(init_from, model_config, train_config, self.root / run_id, kept,
+                                                    texts)
                 except BaseException:
                     shutil.rmtree(self.root / run_id, ignore_errors=True)  # a run that never started leaves nothing
                     raise

@@ -21,7 +21,7 @@ from gptlab.checkpoint import load_checkpoint
 from gptlab.config import ModelConfig, TrainConfig
 from gptlab.data import DataError, TextTooShortError
 from gptlab.events import DoneEvent, EvalEvent, StepEvent
-from gptlab.pipeline import TrainingRun
+from gptlab.training import TrainingRun
 from gptlab.runfolder import METRICS_FILE
 from gptlab.runs import STATUS_FILE, BusyError, RunError, RunInfo, RunRegistry
 from gptlab.trainer import Trainer
@@ -236,7 +236,7 @@ def test_stop_ends_a_long_run_after_the_step_in_progress(lab):
     last = load_checkpoint(registry.root / run_id / "last")
     assert last.step == 3 and last.resumable
     assert info.resumable
-    assert TrainingRun(resume=registry.root / run_id).trainer.step == 3
+    assert TrainingRun.resume(registry.root / run_id).trainer.step == 3
 
     assert registry.stop("alice", run_id) is False  # already stopped
 

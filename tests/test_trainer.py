@@ -9,7 +9,7 @@ from gptlab.config import ModelConfig, TrainConfig
 from gptlab.data import TokenDataset
 from gptlab.events import CheckpointEvent, DoneEvent, EvalEvent, SampleEvent, StepEvent
 from gptlab.model import GPT
-from gptlab.pipeline import TrainingRun
+from gptlab.training import TrainingRun
 from gptlab.trainer import Trainer, make_optimizer
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 20
@@ -112,12 +112,10 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
                     stop.set()
         return out
 
-    full = losses(TrainingRun(model_config=model_config, train_config=train_config, out_dir=tmp_path / "a",
-                              data_paths=[data]))
-    first = losses(TrainingRun(model_config=model_config, train_config=train_config, out_dir=tmp_path / "b",
-                               data_paths=[data]), stop_at=5)
+    full = losses(TrainingRun.new(model_config, train_config, tmp_path / "a", data_paths=[data]))
+    first = losses(TrainingRun.new(model_config, train_config, tmp_path / "b", data_paths=[data]), stop_at=5)
     assert max(first) == 5
-    rest = losses(TrainingRun(resume=tmp_path / "b"))
+    rest = losses(TrainingRun.resume(tmp_path / "b"))
     assert min(rest) == 6 and max(rest) == 12
     for step in range(1, 13):
         resumed = first.get(step, rest.get(step))

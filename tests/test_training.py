@@ -11,7 +11,7 @@ import torch
 from gptlab.checkpoint import STATE_FILE, load_checkpoint
 from gptlab.config import ConfigError, ModelConfig, TrainConfig
 from gptlab.data import DataError
-from gptlab.pipeline import TrainingRun
+from gptlab.training import TrainingRun
 from gptlab.runfolder import LOSS_PLOT, METRICS_FILE
 from gptlab.tokenizers import UnknownCharactersError
 
@@ -27,8 +27,7 @@ def configs(**train):
 
 def new_run(out_dir, data_paths=None, texts=None, **train) -> TrainingRun:
     model_config, train_config = configs(**train)
-    return TrainingRun(model_config=model_config, train_config=train_config, out_dir=out_dir,
-                       data_paths=data_paths, texts=texts)
+    return TrainingRun.new(model_config, train_config, out_dir, data_paths=data_paths, texts=texts)
 
 
 def read_log(run_dir) -> list[dict]:
@@ -92,12 +91,19 @@ def test_an_existing_run_folder_is_not_overwritten(trained):
     with pytest.raises(ConfigError, match="already holds a run") as e:
         new_run(run_dir, [data])
     assert "resume" in str(e.value).lower()
+    with pytest.raises(ConfigError, match="already holds a run"):
+        TrainingRun.fine_tune(run_dir / "best", *configs(), run_dir, [data])
     assert (run_dir / METRICS_FILE).read_bytes() == before
 
 
-def test_a_new_run_needs_its_configs_and_folder(tmp_path):
-    with pytest.raises(ConfigError, match="needs a model config"):
-        TrainingRun(out_dir=tmp_path / "run", texts=[TEXT])
+def test_a_new_run_needs_its_configs_and_folder(trained, tmp_path):
+    model_config, train_config = configs()
+    for config_missing in ((None, train_config), (model_config, None)):
+        with pytest.raises(ConfigError, match="A new run needs a model config, a train config and an output folder"):
+            TrainingRun.new(*config_missing, tmp_path / "run", texts=[TEXT])
+        with pytest.raises(ConfigError, match="A new run needs a model config"):
+            TrainingRun.fine_tune(trained[0], *config_missing, tmp_path / "run", texts=[TEXT])
+    assert not (tmp_path / "run").exists()
 
 
 def test_bad_data_fails_before_anything_is_written(tmp_path):
@@ -124,7 +130,7 @@ def test_resume_continues_from_last_and_appends_to_the_log(trained, tmp_path):
     run_dir, _ = copy_run(trained, tmp_path)
     log_before = read_log(run_dir)
     init_before = (run_dir / "init" / "model.safetensors").read_bytes()
-    run = TrainingRun(resume=run_dir, max_steps=30)
+    run = TrainingRun.resume(run_dir, max_steps=30)
     assert run.resumed and run.out_dir == run_dir and run.trainer.step == 20
     assert run.train_config.max_steps == 30
     events = list(run.events())
@@ -138,7 +144,7 @@ def test_resume_continues_from_last_and_appends_to_the_log(trained, tmp_path):
 
 def test_resume_from_a_checkpoint_folder_finds_its_run(trained, tmp_path):
     run_dir, _ = copy_run(trained, tmp_path)
-    run = TrainingRun(resume=run_dir / "last", max_steps=22)
+    run = TrainingRun.resume(run_dir / "last", max_steps=22)
     assert run.out_dir == run_dir and run.trainer.step == 20
     list(run.events())
     assert load_checkpoint(run_dir / "last").step == 22
@@ -151,7 +157,7 @@ def test_resume_is_exact(tmp_path):
     data = [tmp_path / "d.txt"]
     list(new_run(tmp_path / "straight", data, max_steps=30, lr_schedule="constant").events())
     list(new_run(tmp_path / "split", data, max_steps=20, lr_schedule="constant").events())
-    list(TrainingRun(resume=tmp_path / "split", max_steps=30).events())
+    list(TrainingRun.resume(tmp_path / "split", max_steps=30).events())
     a, b = weights(tmp_path / "straight" / "last"), weights(tmp_path / "split" / "last")
     assert a.keys() == b.keys()
     for name in a:
@@ -160,13 +166,13 @@ def test_resume_is_exact(tmp_path):
 
 def test_resuming_the_init_checkpoint_is_a_clear_error(trained):
     with pytest.raises(ConfigError, match="no trainer state") as e:
-        TrainingRun(resume=trained[0] / "init")
+        TrainingRun.resume(trained[0] / "init")
     assert "init_from" in str(e.value)
 
 
 def test_resuming_a_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
-        TrainingRun(resume=tmp_path / "nope")
+        TrainingRun.resume(tmp_path / "nope")
 
 
 def test_resuming_a_char_run_on_text_with_new_characters(trained, tmp_path):
@@ -174,7 +180,7 @@ def test_resuming_a_char_run_on_text_with_new_characters(trained, tmp_path):
     other = tmp_path / "other.txt"
     other.write_text(TEXT + "ZEBRA ÆON\n", encoding="utf-8")
     with pytest.raises(UnknownCharactersError) as e:
-        TrainingRun(resume=run_dir, data_paths=[other], max_steps=30)
+        TrainingRun.resume(run_dir, data_paths=[other], max_steps=30)
     assert e.value.chars == sorted(set("ZEBRAÆON"))
     assert "'Z'" in str(e.value) and "never saw" in str(e.value)
 
@@ -182,13 +188,13 @@ def test_resuming_a_char_run_on_text_with_new_characters(trained, tmp_path):
 def test_pasted_text_is_kept_so_the_run_can_resume_without_it(tmp_path):
     list(new_run(tmp_path / "run", texts=[TEXT], max_steps=2, eval_interval=1).events())
     assert (tmp_path / "run" / "data" / "pasted-1.txt").read_text(encoding="utf-8") == TEXT
-    run = TrainingRun(resume=tmp_path / "run", max_steps=4)
+    run = TrainingRun.resume(tmp_path / "run", max_steps=4)
     assert run.trainer.step == 2 and run.documents == [TEXT]
 
 
 def test_resuming_a_pasted_text_run_with_the_text(tmp_path):
     list(new_run(tmp_path / "run", texts=[TEXT], max_steps=2, eval_interval=1).events())
-    run = TrainingRun(resume=tmp_path / "run", texts=[TEXT], max_steps=3)
+    run = TrainingRun.resume(tmp_path / "run", texts=[TEXT], max_steps=3)
     assert run.trainer.step == 2 and run.data.stats.characters == len(TEXT)
 
 
@@ -202,8 +208,7 @@ def test_init_from_starts_from_the_weights_and_keeps_the_tokenizer(trained, tmp_
     subset = tmp_path / "subset.txt"
     subset.write_text("the lazy dog is not gold. " * 30, encoding="utf-8")  # fewer characters than the source
     model_config, train_config = configs(max_steps=3, eval_interval=3, tokenizer="gpt2")
-    run = TrainingRun(model_config=model_config, train_config=train_config, out_dir=tmp_path / "tuned",
-                      data_paths=[subset], init_from=run_dir)
+    run = TrainingRun.fine_tune(run_dir, model_config, train_config, tmp_path / "tuned", data_paths=[subset])
     assert run.data.tokenizer.chars == source.tokenizer.chars  # not rebuilt from the new text
     assert run.train_config.tokenizer == "char"
     assert run.model_config == source.model_config
@@ -219,8 +224,8 @@ def test_init_from_starts_from_the_weights_and_keeps_the_tokenizer(trained, tmp_
 def test_init_from_crops_the_context(trained, tmp_path):
     run_dir, data, _ = trained
     model_config, train_config = configs(max_steps=2, eval_interval=2)
-    run = TrainingRun(model_config=model_config.replace(block_size=16), train_config=train_config,
-                      out_dir=tmp_path / "short", data_paths=[data], init_from=run_dir / "last")
+    run = TrainingRun.fine_tune(run_dir / "last", model_config.replace(block_size=16), train_config,
+                                tmp_path / "short", data_paths=[data])
     assert run.model_config.block_size == 16
     wpe = run.trainer.model.state_dict()["transformer.wpe.weight"]
     source_wpe = weights(run_dir / "last")["transformer.wpe.weight"]
@@ -235,8 +240,8 @@ def test_init_from_crops_the_context(trained, tmp_path):
 def test_init_from_never_grows_the_context(trained, tmp_path):
     run_dir, data, _ = trained
     model_config, train_config = configs(max_steps=1)
-    run = TrainingRun(model_config=model_config.replace(block_size=64), train_config=train_config,
-                      out_dir=tmp_path / "long", data_paths=[data], init_from=run_dir)
+    run = TrainingRun.fine_tune(run_dir, model_config.replace(block_size=64), train_config, tmp_path / "long",
+                                data_paths=[data])
     assert run.model_config.block_size == 32
 
 
@@ -244,8 +249,7 @@ def test_init_from_a_run_without_a_best_checkpoint_starts_from_its_last(trained,
     run_dir, _ = copy_run(trained, tmp_path)
     shutil.rmtree(run_dir / "best")  # a run stopped before its first evaluation after step 0
     model_config, train_config = configs(max_steps=1)
-    run = TrainingRun(model_config=model_config, train_config=train_config, out_dir=tmp_path / "tuned",
-                      texts=[TEXT], init_from=run_dir)
+    run = TrainingRun.fine_tune(run_dir, model_config, train_config, tmp_path / "tuned", texts=[TEXT])
     assert run.extra["init_from"] == str(run_dir / "last")
 
 
@@ -255,5 +259,4 @@ def test_init_from_on_text_with_new_characters(trained, tmp_path):
     other.write_text(TEXT.upper(), encoding="utf-8")
     model_config, train_config = configs()
     with pytest.raises(UnknownCharactersError, match="never saw"):
-        TrainingRun(model_config=model_config, train_config=train_config, out_dir=tmp_path / "x",
-                    data_paths=[other], init_from=run_dir)
+        TrainingRun.fine_tune(run_dir, model_config, train_config, tmp_path / "x", data_paths=[other])
