@@ -22,6 +22,7 @@ from typing import Any
 
 from gptlab.config import ModelConfig, TrainConfig, to_dict
 from gptlab.events import Event
+from gptlab.trainer import StepHook
 from gptlab.training import TrainingRun
 from gptlab.runfolder import LAST, read_events, read_new_events
 
@@ -65,10 +66,13 @@ def _same_owner(a: str, b: str) -> bool:
 
 class RunRegistry:
     def __init__(self, root: str | os.PathLike, *, max_concurrent: int = 1, keep_per_owner: int = 10,
-                 max_age_s: float = 7 * 24 * 3600):
+                 max_age_s: float = 7 * 24 * 3600, step_hook: StepHook | None = None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_concurrent, self.keep_per_owner, self.max_age_s = max_concurrent, keep_per_owner, max_age_s
+        # Called in a run's training thread after each optimiser step (Trainer's on_step), for every
+        # run started after it is set.
+        self.step_hook = step_hook
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
         self._stops: dict[str, threading.Event] = {}
@@ -147,7 +151,8 @@ class RunRegistry:
                     raise RunError("That run saved no checkpoint before it ended, so it cannot be resumed; "
                                    "start a new run instead.")
                 run = TrainingRun.resume(self.root / info.id, max_steps=train_config.max_steps if train_config else None,
-                                         max_time=(train_config.max_time or 0) if train_config else None)
+                                         max_time=(train_config.max_time or 0) if train_config else None,
+                                         step_hook=self.step_hook)
                 info.status, info.reason, info.ended = "running", "", None
                 info.train = to_dict(run.train_config)
             else:
@@ -156,10 +161,11 @@ class RunRegistry:
                 try:
                     kept = self._keep_files(run_id, data_paths)
                     if init_from is None:
-                        run = TrainingRun.new(model_config, train_config, self.root / run_id, kept, texts)
+                        run = TrainingRun.new(model_config, train_config, self.root / run_id, kept, texts,
+                                              step_hook=self.step_hook)
                     else:
                         run = TrainingRun.fine_tune(init_from, model_config, train_config, self.root / run_id, kept,
-                                                    texts)
+                                                    texts, step_hook=self.step_hook)
                 except BaseException:
                     shutil.rmtree(self.root / run_id, ignore_errors=True)  # a run that never started leaves nothing
                     raise

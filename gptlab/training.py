@@ -23,7 +23,7 @@ from gptlab.model import GPT
 from gptlab.plots import save_loss_plot
 from gptlab.runfolder import BEST, INIT, LAST, LOSS_PLOT, METRICS_FILE, read_events, resolve_checkpoint, run_folder_of
 from gptlab.tokenizers import Tokenizer, prompt_ids
-from gptlab.trainer import Trainer, pick_device
+from gptlab.trainer import StepHook, Trainer, pick_device
 
 
 class TrainingRun:
@@ -32,15 +32,17 @@ class TrainingRun:
 
     @classmethod
     def new(cls, model_config: ModelConfig, train_config: TrainConfig, out_dir: str | os.PathLike,
-            data_paths: Sequence[str | os.PathLike] | None = None, texts: Sequence[str] | None = None) -> TrainingRun:
+            data_paths: Sequence[str | os.PathLike] | None = None, texts: Sequence[str] | None = None, *,
+            step_hook: StepHook | None = None) -> TrainingRun:
         """A run from random weights, with a tokenizer (train_config.tokenizer) built from its text."""
         _check_new_run(model_config, train_config, out_dir)
-        return cls(out_dir, model_config, train_config, data_paths, texts)
+        return cls(out_dir, model_config, train_config, data_paths, texts, step_hook=step_hook)
 
     @classmethod
     def resume(cls, run_or_checkpoint: str | os.PathLike, *, out_dir: str | os.PathLike | None = None,
                data_paths: Sequence[str | os.PathLike] | None = None, texts: Sequence[str] | None = None,
-               max_steps: int | None = None, max_time: float | None = None) -> TrainingRun:
+               max_steps: int | None = None, max_time: float | None = None,
+               step_hook: StepHook | None = None) -> TrainingRun:
         """Continue a stopped run exactly from its last checkpoint: same folder, configs and data.
         max_steps and max_time may be raised to train for longer."""
         source = load_checkpoint(resolve_checkpoint(run_or_checkpoint))
@@ -53,14 +55,15 @@ class TrainingRun:
         if not texts:
             data_paths = data_paths or source.extra.get("data", {}).get("paths") or None
         run = cls(out_dir or run_folder_of(run_or_checkpoint), source.model_config,
-                  source.train_config.replace(**limits), data_paths, texts, source=source, resumed=True)
+                  source.train_config.replace(**limits), data_paths, texts, source=source, resumed=True,
+                  step_hook=step_hook)
         run.trainer.load_state_dict(source.trainer_state())
         return run
 
     @classmethod
     def fine_tune(cls, init_from: str | os.PathLike, model_config: ModelConfig, train_config: TrainConfig,
                   out_dir: str | os.PathLike, data_paths: Sequence[str | os.PathLike] | None = None,
-                  texts: Sequence[str] | None = None) -> TrainingRun:
+                  texts: Sequence[str] | None = None, *, step_hook: StepHook | None = None) -> TrainingRun:
         """A new run from a checkpoint's weights (a run folder stands for its best, else its last)."""
         _check_new_run(model_config, train_config, out_dir)
         source = load_checkpoint(resolve_checkpoint(init_from, prefer=BEST))
@@ -69,7 +72,7 @@ class TrainingRun:
                                                                   source.model_config.block_size),
                                                    dropout=model_config.dropout)
         run = cls(out_dir, model_config, train_config.replace(tokenizer=source.tokenizer.name), data_paths, texts,
-                  source=source)
+                  source=source, step_hook=step_hook)
         run.extra["init_from"] = str(source.path)
         base = source.extra.get("base_model") or source.extra.get("source")
         if base:  # a fine-tune's model card names what it started from, and keeps its licence
@@ -80,7 +83,7 @@ class TrainingRun:
 
     def __init__(self, out_dir: str | os.PathLike, model_config: ModelConfig, train_config: TrainConfig,
                  data_paths: Sequence[str | os.PathLike] | None, texts: Sequence[str] | None, *,
-                 source: Checkpoint | None = None, resumed: bool = False):
+                 source: Checkpoint | None = None, resumed: bool = False, step_hook: StepHook | None = None):
         """What every kind of run shares: data, model, trainer and metadata. new, resume and fine_tune
         check their arguments before they come here."""
         self.out_dir, self.resumed = Path(out_dir), resumed
@@ -109,7 +112,7 @@ class TrainingRun:
             paths = [str(Path(p).resolve()) for p in data_paths or ()]
             self.extra = {"data": {**self.data.description, "paths": paths}, "stats": self.data.stats.as_dict()}
         self.trainer = Trainer(model, train_config, self.data.dataset, save=self._save, sample=self._sample,
-                               device=device)
+                               device=device, on_step=step_hook)
         self._prompt = prompt_ids(self.data.tokenizer)
         self._sample_config = SampleConfig(max_new_tokens=train_config.sample_tokens, temperature=0.8,
                                            seed=train_config.seed)

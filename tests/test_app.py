@@ -44,7 +44,6 @@ from app import MODEL_FIELDS, OWNER_PATTERN, TRAIN_FIELDS, Lab, Limits, build_de
 from gptlab.checkpoint import load_checkpoint
 from gptlab.config import ModelConfig
 from gptlab.runs import STATUS_FILE
-from gptlab.trainer import Trainer
 
 TEXT = ("the quick brown fox jumps over the lazy dog. a stitch in time saves nine.\n"
         "all that glitters is not gold; to be or not to be, that is the question.\n") * 20  # ~3k chars
@@ -135,18 +134,9 @@ def app(tmp_path_factory):
     between two redraws of the live view, and a run that waits to be stopped would spin both cores."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two shared cores: the server and the training thread must not fight for both
-    real_step = Trainer._train_step
-
-    def paced_step(trainer):
-        started = time.perf_counter()
-        result = real_step(trainer)
-        time.sleep(max(0.0, PACE - (time.perf_counter() - started)))
-        return result
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(Trainer, "_train_step", paced_step)
     try:
         lab = Lab(tmp_path_factory.mktemp("app") / "runs", max_concurrent=1, limits=Limits(poll_seconds=0.25))
+        lab.registry.step_hook = lambda step: time.sleep(PACE)
         demo = build_demo(lab)
         _, url, _ = demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True,
                                         ssr_mode=False, quiet=True)
@@ -156,7 +146,6 @@ def app(tmp_path_factory):
             stop_all(lab)
             demo.close()
     finally:
-        patch.undo()
         torch.set_num_threads(threads)
 
 

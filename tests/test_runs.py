@@ -5,8 +5,8 @@ events can be followed incrementally; a stop ends it after the optimiser step in
 are invisible to other owners (a foreign id reads exactly like an unknown one); the concurrency
 limit, resuming, a server restart and the clean-up of old runs behave as the app relies on.
 
-Threads are held at a chosen optimiser step by a gate (a patched Trainer._train_step) wherever a
-test needs a run to be 'running' at a known point, so nothing depends on timing."""
+Threads are held at a chosen optimiser step by a gate (the registry's step hook) wherever a test
+needs a run to be 'running' at a known point, so nothing depends on timing."""
 
 import json
 import secrets
@@ -24,7 +24,6 @@ from gptlab.events import DoneEvent, EvalEvent, StepEvent
 from gptlab.training import TrainingRun
 from gptlab.runfolder import METRICS_FILE
 from gptlab.runs import STATUS_FILE, BusyError, RunError, RunInfo, RunRegistry
-from gptlab.trainer import Trainer
 
 TEXT = ("the quick brown fox jumps over the lazy dog. a stitch in time saves nine.\n"
         "all that glitters is not gold; to be or not to be, that is the question.\n") * 20  # ~3k chars
@@ -58,24 +57,19 @@ def error_text(excinfo, run_id) -> str:
 
 
 class Gate:
-    """Holds every training thread right after the optimiser step that makes `step` `at`, until
-    the test releases it."""
+    """A step hook that holds every training thread right after optimiser step `at` (before that
+    step's events are logged), until the test releases it."""
 
-    def __init__(self, monkeypatch, at: int):
+    def __init__(self, at: int):
         self.at, self.reached, self.release = at, threading.Event(), threading.Event()
         self.arrived, self._count = 0, threading.Lock()
-        real = Trainer._train_step
 
-        def train_step(trainer):
-            result = real(trainer)
-            if trainer.step + 1 == self.at:  # the loop increments step after this returns
-                with self._count:
-                    self.arrived += 1
-                self.reached.set()
-                self.release.wait(TIMEOUT)
-            return result
-
-        monkeypatch.setattr(Trainer, "_train_step", train_step)
+    def __call__(self, step: int) -> None:
+        if step == self.at:
+            with self._count:
+                self.arrived += 1
+            self.reached.set()
+            self.release.wait(TIMEOUT)
 
     def wait_until(self, count: int = 1) -> None:
         deadline = time.monotonic() + TIMEOUT
@@ -85,8 +79,8 @@ class Gate:
 
 
 class Lab:
-    def __init__(self, tmp_path, monkeypatch):
-        self.tmp_path, self.monkeypatch = tmp_path, monkeypatch
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
         self.registries: list[RunRegistry] = []
         self.gates: list[Gate] = []
 
@@ -96,7 +90,10 @@ class Lab:
         return registry
 
     def gate(self, at: int) -> Gate:
-        gate = Gate(self.monkeypatch, at)
+        """A gate on the runs that every registry made so far starts from now on."""
+        gate = Gate(at)
+        for registry in self.registries:
+            registry.step_hook = gate
         self.gates.append(gate)
         return gate
 
@@ -113,13 +110,13 @@ class Lab:
 
 
 @pytest.fixture
-def lab(tmp_path, monkeypatch):
+def lab(tmp_path):
     torch.manual_seed(0)
     # Tiny models gain nothing from intra-op threads, and on busy shared cores their spin-waiting
     # made these tests up to 7x slower.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    lab = Lab(tmp_path, monkeypatch)
+    lab = Lab(tmp_path)
     yield lab
     lab.close()
     torch.set_num_threads(threads)
@@ -386,12 +383,16 @@ def test_two_runs_at_once_when_the_limit_is_two(lab):
     assert registry.active_count() == 0
 
 
-def test_a_crashed_run_frees_its_slot(lab, monkeypatch):
+def crash(step: int) -> None:
+    raise ZeroDivisionError("division by zero")
+
+
+def test_a_crashed_run_frees_its_slot(lab):
     registry = lab.registry(max_concurrent=1)
-    monkeypatch.setattr(Trainer, "_train_step", lambda trainer: 1 / 0)
+    registry.step_hook = crash
     crashed = start(registry)
     assert finish(registry, "alice", crashed).status == "failed"
-    monkeypatch.undo()
+    registry.step_hook = None
     run_id = start(registry, max_steps=2)
     assert finish(registry, "alice", run_id).status == "finished"
 
@@ -457,16 +458,14 @@ def test_resuming_a_running_run_is_refused(lab):
 # Failures
 
 
-def test_a_crash_in_training_ends_as_failed_with_the_reason(lab, monkeypatch):
+def test_a_crash_in_training_ends_as_failed_with_the_reason(lab):
     registry = lab.registry()
-    real = Trainer._train_step
 
-    def train_step(trainer):
-        if trainer.step == 2:
+    def out_of_memory(step):
+        if step == 3:
             raise RuntimeError("simulated out of memory")
-        return real(trainer)
 
-    monkeypatch.setattr(Trainer, "_train_step", train_step)
+    registry.step_hook = out_of_memory
     run_id = start(registry)
     info = finish(registry, "alice", run_id)
     assert info.status == "failed"
@@ -492,12 +491,12 @@ def test_a_crash_before_the_first_event_ends_as_failed(lab, monkeypatch):
     assert registry.events("alice", run_id) == []
 
 
-def test_resuming_a_run_without_a_checkpoint_is_refused_clearly(lab, monkeypatch):
+def test_resuming_a_run_without_a_checkpoint_is_refused_clearly(lab):
     registry = lab.registry()
-    monkeypatch.setattr(Trainer, "_train_step", lambda trainer: 1 / 0)
+    registry.step_hook = crash  # at step 1: before the first checkpoint worth resuming from
     run_id = start(registry)
     assert finish(registry, "alice", run_id).status == "failed"
-    monkeypatch.undo()
+    registry.step_hook = None
     with pytest.raises(RunError, match="checkpoint") as refused:
         registry.start("alice", resume_id=run_id, train_config=train_config(max_steps=4))
     assert str(registry.root) not in str(refused.value)

@@ -82,6 +82,44 @@ def test_stop_flag_takes_effect_before_the_next_step():
     assert isinstance(seen[-2], CheckpointEvent) and seen[-2].label == "last"
 
 
+def test_the_step_hook_is_called_once_per_step_with_its_number():
+    calls = []
+    trainer = Trainer(GPT(tiny_model_config()), tiny_train(max_steps=12, log_interval=5), dataset(),
+                      on_step=lambda step: calls.append((step, trainer.step)))
+    events = list(trainer.run())
+    assert calls == [(s, s) for s in range(1, 13)]  # the step just taken, whatever the log interval
+    assert isinstance(events[-1], DoneEvent) and events[-1].step == 12
+
+
+def test_a_step_hook_that_sets_the_stop_flag_stops_the_run_at_that_step():
+    stop, calls = threading.Event(), []
+
+    def hook(step):
+        calls.append(step)
+        if step == 3:
+            stop.set()
+
+    trainer = Trainer(GPT(tiny_model_config()), tiny_train(max_steps=1000, log_interval=1), dataset(),
+                      save=Recorder(), on_step=hook)
+    events = list(trainer.run(stop))
+    assert calls == [1, 2, 3] and trainer.step == 3
+    assert [e.step for e in events if isinstance(e, StepEvent)] == [1, 2, 3]  # step 3's event still comes
+    assert isinstance(events[-1], DoneEvent) and events[-1].status == "stopped" and events[-1].step == 3
+
+
+def test_a_failing_step_hook_ends_the_run_with_its_error():
+    def hook(step):
+        if step == 2:
+            raise RuntimeError("hook failed")
+
+    trainer = Trainer(GPT(tiny_model_config()), tiny_train(max_steps=10, log_interval=1), dataset(), on_step=hook)
+    seen = []
+    with pytest.raises(RuntimeError, match="hook failed"):
+        for event in trainer.run():
+            seen.append(event)
+    assert [e.step for e in seen if isinstance(e, StepEvent)] == [1]
+
+
 def test_stop_from_another_thread():
     stop = threading.Event()
     trainer = Trainer(GPT(tiny_model_config()), tiny_train(max_steps=100_000, log_interval=1), dataset())

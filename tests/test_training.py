@@ -198,6 +198,21 @@ def test_resuming_a_pasted_text_run_with_the_text(tmp_path):
     assert run.trainer.step == 2 and run.data.stats.characters == len(TEXT)
 
 
+def test_every_kind_of_run_calls_its_step_hook_after_each_step(trained, tmp_path):
+    run_dir, _ = copy_run(trained, tmp_path)
+    model_config, train_config = configs(max_steps=2, eval_interval=2)
+    runs = {"new": lambda hook: TrainingRun.new(model_config, train_config, tmp_path / "new", texts=[TEXT],
+                                                step_hook=hook),
+            "resume": lambda hook: TrainingRun.resume(run_dir, max_steps=22, step_hook=hook),
+            "fine_tune": lambda hook: TrainingRun.fine_tune(run_dir, model_config, train_config, tmp_path / "tuned",
+                                                            texts=[TEXT], step_hook=hook)}
+    steps = {}
+    for kind, build in runs.items():
+        steps[kind] = []
+        list(build(steps[kind].append).events())
+    assert steps == {"new": [1, 2], "resume": [21, 22], "fine_tune": [1, 2]}
+
+
 # --------------------------------------------------------------------------------------------
 # Fine-tuning from a checkpoint
 
