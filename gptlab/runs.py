@@ -22,9 +22,9 @@ from typing import Any
 
 from gptlab.config import ModelConfig, TrainConfig, to_dict
 from gptlab.events import Event
+from gptlab.runfolder import LAST, read_events, read_new_events
 from gptlab.trainer import StepHook
 from gptlab.training import TrainingRun
-from gptlab.runfolder import LAST, read_events, read_new_events
 
 STATUS_FILE = "status.json"
 ACTIVE = ("running",)
@@ -150,7 +150,8 @@ class RunRegistry:
                 if not (self.root / info.id / LAST).is_dir():
                     raise RunError("That run saved no checkpoint before it ended, so it cannot be resumed; "
                                    "start a new run instead.")
-                run = TrainingRun.resume(self.root / info.id, max_steps=train_config.max_steps if train_config else None,
+                run = TrainingRun.resume(self.root / info.id,
+                                         max_steps=train_config.max_steps if train_config else None,
                                          max_time=(train_config.max_time or 0) if train_config else None,
                                          step_hook=self.step_hook)
                 info.status, info.reason, info.ended = "running", "", None

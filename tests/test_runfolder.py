@@ -7,9 +7,9 @@ import json
 import pytest
 
 from gptlab.checkpoint import CONFIG_FILE
-from gptlab.events import EventError, SampleEvent
-from gptlab.runfolder import BEST, INIT, LAST, METRICS_FILE, read_events, read_new_events, resolve_checkpoint, \
-    run_folder_of
+from gptlab.events import CheckpointEvent, DoneEvent, EvalEvent, EventError, SampleEvent, StepEvent
+from gptlab.runfolder import (BEST, INIT, LAST, LOSS_PLOT, METRICS_FILE, read_events, read_new_events,
+                              resolve_checkpoint, run_folder_of)
 
 
 def run_folder(root, *labels):
@@ -52,6 +52,18 @@ def test_the_run_folder_of_a_checkpoint_and_of_a_run(tmp_path):
     run = run_folder(tmp_path / "run", INIT, LAST)
     assert run_folder_of(run / LAST) == run and run_folder_of(run / INIT) == run
     assert run_folder_of(run) == run
+
+
+def test_a_trained_run_folder(tiny_run):
+    assert resolve_checkpoint(tiny_run) == tiny_run / LAST
+    assert resolve_checkpoint(tiny_run, prefer=BEST) == tiny_run / BEST
+    assert run_folder_of(tiny_run / BEST) == tiny_run and run_folder_of(tiny_run) == tiny_run
+    events = read_events(tiny_run)
+    assert isinstance(events[0], EvalEvent) and events[0].step == 0
+    assert isinstance(events[-1], DoneEvent) and events[-1].step == 20 and events[-1].status == "finished"
+    assert [e.step for e in events if isinstance(e, StepEvent)] == list(range(1, 21))
+    assert {e.label for e in events if isinstance(e, CheckpointEvent)} == {BEST, LAST}
+    assert (tiny_run / LOSS_PLOT).read_bytes().startswith(b"\x89PNG")
 
 
 def test_new_events_are_read_once_from_a_byte_offset(tmp_path):

@@ -21,9 +21,9 @@ from gptlab.checkpoint import load_checkpoint
 from gptlab.config import ModelConfig, TrainConfig
 from gptlab.data import DataError, TextTooShortError
 from gptlab.events import DoneEvent, EvalEvent, StepEvent
-from gptlab.training import TrainingRun
 from gptlab.runfolder import METRICS_FILE
 from gptlab.runs import STATUS_FILE, BusyError, RunError, RunInfo, RunRegistry
+from gptlab.training import TrainingRun
 
 TEXT = ("the quick brown fox jumps over the lazy dog. a stitch in time saves nine.\n"
         "all that glitters is not gold; to be or not to be, that is the question.\n") * 20  # ~3k chars
