@@ -25,12 +25,13 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 from common import ROOT, TINYSHAKESPEARE, print_table  # noqa: E402  (puts the project on sys.path)
 from gptlab.cli import main as cli_main  # noqa: E402
-from gptlab.pipeline import read_events  # noqa: E402
+from gptlab.events import DoneEvent  # noqa: E402
+from gptlab.runfolder import read_events  # noqa: E402
 
 
 def done_rate(run_dir: Path) -> float:
-    done = [e for e in read_events(run_dir) if e["event"] == "done"][-1]
-    return done["tokens_seen"] / done["elapsed"]
+    done = [e for e in read_events(run_dir) if isinstance(e, DoneEvent)][-1]
+    return done.tokens_seen / done.elapsed
 
 
 def cli_run(data: str, preset: str, steps: int, out: Path) -> float:

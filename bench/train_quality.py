@@ -22,7 +22,7 @@ import torch
 from common import REFERENCE, TINYSHAKESPEARE, matmul_peak_flops, print_table
 from gptlab import kernels
 from gptlab.config import ModelConfig, TrainConfig
-from gptlab.pipeline import TrainingRun
+from gptlab.training import TrainingRun
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -63,11 +63,11 @@ def main() -> None:
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
-        run = TrainingRun(
-            model_config=ModelConfig.preset(args.preset, **model_over),
-            train_config=TrainConfig.preset(args.preset, **{"max_steps": 10**9, "device": "cpu", **train_over,
-                                                            "max_time": args.budget}),
-            out_dir=out, data_paths=[args.data])
+        run = TrainingRun.new(
+            ModelConfig.preset(args.preset, **model_over),
+            TrainConfig.preset(args.preset, **{"max_steps": 10**9, "device": "cpu", **train_over,
+                                               "max_time": args.budget}),
+            out, data_paths=[args.data])
         run.trainer.elapsed = time.perf_counter() - start  # preparing the data counts against the budget
         events = list(run.events())
         wall = time.perf_counter() - start

@@ -106,7 +106,7 @@ def cmd_train(args) -> int:
     from tqdm import tqdm
 
     from gptlab.events import CheckpointEvent, DoneEvent, EvalEvent, SampleEvent, StepEvent
-    from gptlab.pipeline import TrainingRun
+    from gptlab.training import TrainingRun
 
     stop = threading.Event()
     if args.resume:
@@ -115,14 +115,15 @@ def cmd_train(args) -> int:
             flags = [f"--{n.replace('_', '-')}" for n in ignored] + ["--preset"] * bool(args.preset)
             raise ValueError(f"A resumed run keeps its own settings, so {', '.join(flags + ['--init-from'] * bool(args.init_from))} "
                              "cannot be used with --resume; only --max-steps, --max-time, --data and --out can.")
-        run = TrainingRun(resume=args.resume, out_dir=args.out, data_paths=args.data,
-                          max_steps=args.max_steps, max_time=args.max_time)
+        run = TrainingRun.resume(args.resume, out_dir=args.out, data_paths=args.data, max_steps=args.max_steps,
+                                 max_time=args.max_time)
     else:
         preset = args.preset or DEFAULT_PRESET
-        run = TrainingRun(model_config=ModelConfig.preset(preset, **_overrides(args, ModelConfig)),
-                          train_config=TrainConfig.preset(preset, **_overrides(args, TrainConfig)),
-                          out_dir=args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}",
-                          data_paths=args.data, init_from=args.init_from)
+        model_config = ModelConfig.preset(preset, **_overrides(args, ModelConfig))
+        train_config = TrainConfig.preset(preset, **_overrides(args, TrainConfig))
+        out_dir = args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}"
+        run = (TrainingRun.fine_tune(args.init_from, model_config, train_config, out_dir, args.data) if args.init_from
+               else TrainingRun.new(model_config, train_config, out_dir, args.data))
     out, stats = run.out_dir, run.data.stats
     print(f"run folder: {out}\ndata: {stats.characters:,} characters, {stats.tokens:,} tokens "
           f"({stats.train_tokens:,} train / {stats.val_tokens:,} val), vocabulary {stats.vocab_size}\n"
@@ -170,10 +171,9 @@ def cmd_train(args) -> int:
 
 def _checkpoint_folder(path: str) -> Path:
     """A checkpoint folder, or a run folder standing for its best checkpoint (else its last)."""
-    from gptlab.pipeline import resolve_checkpoint
+    from gptlab.runfolder import BEST, resolve_checkpoint
 
-    folder = resolve_checkpoint(path, prefer="best")
-    return resolve_checkpoint(path, prefer="last") if folder == Path(path) else folder
+    return resolve_checkpoint(path, prefer=BEST)
 
 
 def _sample_config(args) -> SampleConfig:

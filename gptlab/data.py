@@ -83,6 +83,14 @@ def read_documents(paths: Sequence[str | os.PathLike] | None = None) -> list[str
     return [read_text_file(p) for p in paths]
 
 
+def load_texts(paths: Sequence[str | os.PathLike] | None = None, texts: Sequence[str] | None = None) -> list[str]:
+    """Documents from files, from pasted text, or (given neither) the bundled corpus."""
+    documents = [decode_text(t.encode("utf-8"), "the pasted text") for t in texts or ()]
+    if paths or not documents:
+        documents = read_documents(paths) + documents
+    return documents
+
+
 def encode_documents(documents: Sequence[str], tokenizer: Tokenizer) -> list[int]:
     """Token ids of all documents, joined by end-of-text (BPE) or a blank line (char models)."""
     if tokenizer.eot is None:
@@ -185,3 +193,31 @@ class TokenDataset:
         return DataStats(characters=characters, tokens=self.ids.numel(), vocab_size=vocab_size,
                          vocab_used=int(self.ids.unique().numel()), train_tokens=train.numel(),
                          val_tokens=val.numel(), windows_per_epoch=(train.numel() - 1) // self.block_size)
+
+
+# --------------------------------------------------------------------------------------------
+# Documents to a dataset, as a training run and the app's preview both need them
+
+
+@dataclass
+class PreparedData:
+    tokenizer: Tokenizer
+    dataset: TokenDataset
+    stats: DataStats
+    description: dict
+
+
+def prepare_data(documents: Sequence[str], tokenizer: Tokenizer | str, block_size: int, val_fraction: float,
+                 sources: Sequence[str] = ()) -> PreparedData:
+    """A tokenizer's name builds a new one from the documents; a Tokenizer (a resumed or fine-tuned
+    run's) is kept, since its ids are what the weights learnt."""
+    if isinstance(tokenizer, str):
+        tokenizer, ids = tokenize_corpus(documents, tokenizer)
+    else:
+        ids = encode_documents(documents, tokenizer)
+    dataset = TokenDataset(ids, block_size, val_fraction)
+    characters = sum(len(d) for d in documents)
+    stats = dataset.stats(characters, tokenizer.vocab_size)
+    description = {"sources": list(sources) or [DEFAULT_CORPUS.name], "documents": len(documents),
+                   "characters": characters, "tokens": stats.tokens, "tokenizer": tokenizer.name}
+    return PreparedData(tokenizer, dataset, stats, description)

@@ -1,4 +1,4 @@
-"""Figures of a run's events (the dicts in metrics.jsonl), for the app, the CLI and model cards.
+"""Figures of a run's events (gptlab.events, as read from metrics.jsonl), for the app, the CLI and model cards.
 
 Figures are built with matplotlib's object API (no pyplot), so threads never share global figure
 state and nothing leaks when a figure is dropped.
@@ -12,31 +12,34 @@ from typing import Iterable, Sequence
 
 from matplotlib.figure import Figure
 
+from gptlab.events import EvalEvent, Event, StepEvent
+
 TRAIN_COLOUR, VAL_COLOUR = "#1f77b4", "#d62728"
 
 
-def _series(events: Iterable[dict], kind: str, key: str, x: str = "step") -> tuple[list, list]:
+def _series(events: Iterable[Event], kind: type[Event], key: str, x: str = "step") -> tuple[list, list]:
     xs, ys = [], []
     for e in events:
-        if e.get("event") == kind and e.get(key) is not None and math.isfinite(e[key]):
-            xs.append(e["tokens_seen"] if x == "tokens" else e["step"])
-            ys.append(e[key])
+        value = getattr(e, key) if isinstance(e, kind) else None
+        if value is not None and math.isfinite(value):
+            xs.append(e.tokens_seen if x == "tokens" else e.step)
+            ys.append(value)
     return xs, ys
 
 
-def loss_figure(events: Sequence[dict], vocab_size: int | None = None, *, log_scale: bool = False,
+def loss_figure(events: Sequence[Event], vocab_size: int | None = None, *, log_scale: bool = False,
                 x: str = "step", title: str | None = None) -> Figure:
     """Training loss per step, train/val loss at evaluations, and ln(vocab): the loss of a model
     that guesses uniformly at random."""
     fig = Figure(figsize=(8, 4.2))
     fig.subplots_adjust(left=0.09, right=0.98, top=0.93, bottom=0.12)  # fixed margins: a layout engine costs ~30%
     ax = fig.add_subplot()
-    sx, sy = _series(events, "step", "loss", x)
+    sx, sy = _series(events, StepEvent, "loss", x)
     if sx:
         ax.plot(sx, sy, color=TRAIN_COLOUR, alpha=0.3, linewidth=1, label="train loss (each step)")
     for key, colour, label in (("train_loss", TRAIN_COLOUR, "train loss (eval)"),
                                ("val_loss", VAL_COLOUR, "validation loss")):
-        ex, ey = _series(events, "eval", key, x)
+        ex, ey = _series(events, EvalEvent, key, x)
         if ex:
             ax.plot(ex, ey, "o-", color=colour, markersize=4, linewidth=2, label=label)
     if vocab_size:
@@ -56,14 +59,14 @@ def loss_figure(events: Sequence[dict], vocab_size: int | None = None, *, log_sc
     return fig
 
 
-def dynamics_figure(events: Sequence[dict]) -> Figure:
+def dynamics_figure(events: Sequence[Event]) -> Figure:
     """Learning rate, gradient norm (before clipping) and throughput per step."""
     fig = Figure(figsize=(8, 2.6))
     fig.subplots_adjust(left=0.07, right=0.99, top=0.88, bottom=0.12, wspace=0.3)
     panels = (("lr", "learning rate"), ("grad_norm", "gradient norm"), ("tokens_per_sec", "tokens / s"))
     for i, (key, label) in enumerate(panels, 1):
         ax = fig.add_subplot(1, 3, i)
-        xs, ys = _series(events, "step", key)
+        xs, ys = _series(events, StepEvent, key)
         if xs:
             ax.plot(xs, ys, linewidth=1.2)
         ax.set_title(label, fontsize=9)
@@ -72,14 +75,14 @@ def dynamics_figure(events: Sequence[dict]) -> Figure:
     return fig
 
 
-def compare_figure(runs: Sequence[tuple[str, Sequence[dict]]], *, log_scale: bool = False) -> Figure:
+def compare_figure(runs: Sequence[tuple[str, Sequence[Event]]], *, log_scale: bool = False) -> Figure:
     """Validation (solid) and training (dotted) loss of several runs, overlaid."""
     fig = Figure(figsize=(8, 4.2), layout="constrained")
     ax = fig.add_subplot()
     for i, (name, events) in enumerate(runs):
         colour = f"C{i}"
         for key, style in (("val_loss", "o-"), ("train_loss", ":")):
-            xs, ys = _series(events, "eval", key)
+            xs, ys = _series(events, EvalEvent, key)
             if xs:
                 ax.plot(xs, ys, style, color=colour, markersize=3,
                         label=f"{name}: {'validation' if key == 'val_loss' else 'train'}")
@@ -94,7 +97,7 @@ def compare_figure(runs: Sequence[tuple[str, Sequence[dict]]], *, log_scale: boo
     return fig
 
 
-def save_loss_plot(events: Sequence[dict], path: str | Path, vocab_size: int | None = None) -> Path:
+def save_loss_plot(events: Sequence[Event], path: str | Path, vocab_size: int | None = None) -> Path:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.png")
     loss_figure(events, vocab_size).savefig(tmp, dpi=110)

@@ -4,7 +4,7 @@ The app's event handlers only observe runs through this registry, so a refresh, 
 dropped connection never touches the training itself. Every run belongs to an owner token (a
 browser's); a run is invisible to everyone else, and unknown and foreign run ids look the same.
 
-runs/<id>/ holds status.json, metrics.jsonl and the checkpoints of gptlab.pipeline.TrainingRun.
+runs/<id>/ is a run folder (gptlab.runfolder) with a status.json beside what TrainingRun writes.
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ from typing import Any
 
 
 from gptlab.config import ModelConfig, TrainConfig, to_dict
-from gptlab.pipeline import TrainingRun, read_events, read_new_events
+from gptlab.events import Event
+from gptlab.runfolder import LAST, read_events, read_new_events
+from gptlab.trainer import StepHook
+from gptlab.training import TrainingRun
 
 STATUS_FILE = "status.json"
 ACTIVE = ("running",)
@@ -63,10 +66,13 @@ def _same_owner(a: str, b: str) -> bool:
 
 class RunRegistry:
     def __init__(self, root: str | os.PathLike, *, max_concurrent: int = 1, keep_per_owner: int = 10,
-                 max_age_s: float = 7 * 24 * 3600):
+                 max_age_s: float = 7 * 24 * 3600, step_hook: StepHook | None = None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_concurrent, self.keep_per_owner, self.max_age_s = max_concurrent, keep_per_owner, max_age_s
+        # Called in a run's training thread after each optimiser step (Trainer's on_step), for every
+        # run started after it is set.
+        self.step_hook = step_hook
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
         self._stops: dict[str, threading.Event] = {}
@@ -114,11 +120,11 @@ class RunRegistry:
     def folder(self, owner: str, run_id: str) -> Path:
         return self.root / self.get(owner, run_id).id
 
-    def events(self, owner: str, run_id: str, start: int = 0) -> list[dict]:
+    def events(self, owner: str, run_id: str, start: int = 0) -> list[Event]:
         """The run's events from line `start` of its metrics log (complete lines only)."""
         return read_events(self.folder(owner, run_id), start)
 
-    def new_events(self, owner: str, run_id: str, offset: int = 0) -> tuple[list[dict], int]:
+    def new_events(self, owner: str, run_id: str, offset: int = 0) -> tuple[list[Event], int]:
         """Events after byte `offset` of the run's log, and the next offset (for polling observers)."""
         return read_new_events(self.folder(owner, run_id), offset)
 
@@ -141,20 +147,26 @@ class RunRegistry:
                 info = self.get(owner, resume_id)
                 if info.id in self._threads and self._threads[info.id].is_alive():
                     raise RunError("That run is still training.")
-                if not (self.root / info.id / "last").is_dir():
+                if not (self.root / info.id / LAST).is_dir():
                     raise RunError("That run saved no checkpoint before it ended, so it cannot be resumed; "
                                    "start a new run instead.")
-                run = TrainingRun(resume=self.root / info.id, max_steps=train_config.max_steps if train_config else None,
-                                  max_time=(train_config.max_time or 0) if train_config else None)
+                run = TrainingRun.resume(self.root / info.id,
+                                         max_steps=train_config.max_steps if train_config else None,
+                                         max_time=(train_config.max_time or 0) if train_config else None,
+                                         step_hook=self.step_hook)
                 info.status, info.reason, info.ended = "running", "", None
                 info.train = to_dict(run.train_config)
             else:
                 self.cleanup(owner)
                 run_id = secrets.token_hex(8)
                 try:
-                    run = TrainingRun(model_config=model_config, train_config=train_config, out_dir=self.root / run_id,
-                                      data_paths=self._keep_files(run_id, data_paths), texts=texts,
-                                      init_from=init_from)
+                    kept = self._keep_files(run_id, data_paths)
+                    if init_from is None:
+                        run = TrainingRun.new(model_config, train_config, self.root / run_id, kept, texts,
+                                              step_hook=self.step_hook)
+                    else:
+                        run = TrainingRun.fine_tune(init_from, model_config, train_config, self.root / run_id, kept,
+                                                    texts, step_hook=self.step_hook)
                 except BaseException:
                     shutil.rmtree(self.root / run_id, ignore_errors=True)  # a run that never started leaves nothing
                     raise

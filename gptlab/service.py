@@ -14,19 +14,20 @@ import re
 import secrets
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from matplotlib.figure import Figure
 
 from gptlab import views
+from gptlab.views import Comparison, LiveView, NextToken, Preview, RunComparison, SweepRow
 from gptlab.admission import Slots
 from gptlab.checkpoint import BEST, INIT, LAST, LoadedModels, best_or_last, unpack_upload
 from gptlab.config import ModelConfig, SampleConfig, TrainConfig, vocab_size_for
-from gptlab.data import DataError
+from gptlab.data import DataError, load_texts, prepare_data
+from gptlab.events import EvalEvent
 from gptlab.generate import generate, next_token_distribution
-from gptlab.pipeline import load_texts, prepare_data
 from gptlab.plots import compare_figure, dynamics_figure, loss_figure
 from gptlab.runs import RunError, RunRegistry
 from gptlab.textstream import stream_text
@@ -58,59 +59,6 @@ class Limits:
     max_watchers_per_run: int = 3
     max_watchers: int = 16  # live views at once, server-wide: each holds one of Gradio's worker threads
     poll_seconds: float = 1.0  # the live view redraws at most this often, whatever the step rate
-
-
-# What the service answers with
-
-
-@dataclass(frozen=True)
-class Preview:
-    """The Data tab's view of the chosen text; a problem is reported in `message`, not raised."""
-    message: str
-    stats: str = ""
-    head: str = ""
-    shift: list[list[str]] = field(default_factory=list)
-    vocab_size: int | None = None
-
-
-@dataclass(frozen=True)
-class LiveView:
-    """Where a run stands. A figure or run list of None has not changed since the previous view,
-    because redrawing competes with training for the same cores."""
-    owner: str
-    run_id: str | None
-    status: str
-    progress: float  # percent
-    loss: Figure | None
-    dynamics: Figure | None
-    sample: str
-    runs: list[tuple[str, str]] | None  # (label, run id) of the owner's runs
-
-
-@dataclass(frozen=True)
-class NextToken:
-    token: str  # white space made visible
-    id: int
-    probability: float
-
-
-@dataclass(frozen=True)
-class Comparison:
-    untrained: str
-    trained: str
-
-
-@dataclass(frozen=True)
-class SweepRow:
-    temperature: float
-    text: str
-
-
-@dataclass(frozen=True)
-class RunComparison:
-    figure: Figure
-    text_a: str
-    text_b: str
 
 
 class Lab:
@@ -251,7 +199,7 @@ class Lab:
                 # poll, the loss plot every other one (and at each evaluation), the secondary figure
                 # every tenth.
                 final = first or not running
-                evaluated = any(e["event"] == "eval" for e in new)
+                evaluated = any(isinstance(e, EvalEvent) for e in new)
                 yield self._view(owner, run_id, events, final=final, loss=final or evaluated or redraws % 2 == 0,
                                  dynamics=final or redraws % 10 == 0)
                 first, redraws = False, redraws + 1
@@ -347,7 +295,7 @@ class Lab:
                                                   root_dir=checkpoint)))
         events = self.registry.events(owner, run_id)
         (out / "metrics.csv").write_text(views.metrics_csv(events), encoding="utf-8")
-        (out / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+        (out / "metrics.jsonl").write_text("".join(json.dumps(e.as_dict()) + "\n" for e in events), encoding="utf-8")
         return files + [out / "metrics.csv", out / "metrics.jsonl"]
 
     # -- models for sampling -------------------------------------------------------------------

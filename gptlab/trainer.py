@@ -2,7 +2,8 @@
 
 It needs a model whose forward(x, y) returns (anything, loss), a data source with
 train_batch(batch_size, generator) and eval_batches(split, batch_size, count=...), and it yields
-typed events. Saving and sampling are callbacks, so the same loop serves the CLI and the app.
+typed events. Saving and sampling are callbacks, so the same loop serves the CLI and the app; so is
+`on_step`, called with the step number after every optimiser step (tests pace or hold runs with it).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gptlab.events import CheckpointEvent, DoneEvent, EvalEvent, Event, SampleEv
 
 SaveFn = Callable[[str, dict[str, Any], dict[str, Any]], str]  # (label, trainer_state, metrics) -> path
 SampleFn = Callable[[nn.Module], str]
+StepHook = Callable[[int], None]  # (the step just taken) -> None
 
 
 class DataSource(Protocol):
@@ -69,12 +71,13 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) 
 
 class Trainer:
     def __init__(self, model: nn.Module, config: TrainConfig, data: DataSource, *,
-                 save: SaveFn | None = None, sample: SampleFn | None = None, device: torch.device | None = None):
+                 save: SaveFn | None = None, sample: SampleFn | None = None, device: torch.device | None = None,
+                 on_step: StepHook | None = None):
         self.config = config
         self.device = device or pick_device(config.device)
         self.model = model.to(self.device)
         self.data = data
-        self.save_fn, self.sample_fn = save, sample
+        self.save_fn, self.sample_fn, self.on_step = save, sample, on_step
         self.optimizer = make_optimizer(self.model, config, self.device)
         self.data_rng = torch.Generator().manual_seed(config.seed)
         self.step = 0
@@ -217,6 +220,9 @@ class Trainer:
                 return
             self.step += 1
             self.tokens_seen += tokens
+            if self.on_step is not None:
+                # Before the step's events, so a hook that sets the stop flag ends the run at this step.
+                self.on_step(self.step)
             window_steps, window_tokens = window_steps + 1, window_tokens + tokens
             self.elapsed = time.perf_counter() - start
             self.metrics["train_loss_step"] = loss

@@ -1,18 +1,20 @@
-"""Plain-text and table views of data, runs and predictions, for the app (no gradio here).
-
-Kept apart from app.py so they can be tested without a server, and so the app stays layout and
-thin handlers.
-"""
+"""Plain-text and table views of data, runs and predictions, and the dataclasses the service
+answers with (no gradio here): the UI only places them in components."""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence, TypeVar
 
 from gptlab.data import DataStats
+from gptlab.events import DoneEvent, EvalEvent, Event, SampleEvent, StepEvent
 from gptlab.tokenizers import Tokenizer
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 VISIBLE = {"\n": "⏎", " ": "␣", "\t": "⇥"}
 
@@ -48,50 +50,55 @@ def format_seconds(seconds: float | None) -> str:
     return f"{minutes}:{s:02d}"
 
 
-def run_status_markdown(info, events: Sequence[dict]) -> str:
+E = TypeVar("E", bound=Event)
+
+
+def _last(events: Sequence[Event], kind: type[E]) -> E | None:
+    return next((e for e in reversed(events) if isinstance(e, kind)), None)
+
+
+def run_status_markdown(info, events: Sequence[Event]) -> str:
     """One block of text with where the run is: status, step, losses, speed and time left."""
-    last_step = next((e for e in reversed(events) if e.get("event") == "step"), None)
-    last_eval = next((e for e in reversed(events) if e.get("event") == "eval"), None)
-    done = next((e for e in reversed(events) if e.get("event") == "done"), None)
+    last_step, last_eval, done = _last(events, StepEvent), _last(events, EvalEvent), _last(events, DoneEvent)
     max_steps = info.train.get("max_steps")
-    step = last_step["step"] if last_step else info.step
+    step = last_step.step if last_step else info.step
     lines = [f"**{info.name}** · {info.status}" + (f": {info.reason}" if info.reason else "")]
     progress = f"step {step:,}" + (f" of {max_steps:,}" if max_steps else "")
     if info.train.get("max_time"):
         progress += f" · time budget {format_seconds(info.train['max_time'])}"
     if last_step:
-        progress += (f" · {last_step['tokens_per_sec']:,.0f} tokens/s · elapsed {format_seconds(last_step['elapsed'])}")
+        progress += (f" · {last_step.tokens_per_sec:,.0f} tokens/s · elapsed {format_seconds(last_step.elapsed)}")
         if info.status == "running":
-            progress += f" · about {format_seconds(last_step['eta'])} left"
+            progress += f" · about {format_seconds(last_step.eta)} left"
     lines.append(progress)
     if last_eval:
-        lines.append(f"train loss {last_eval['train_loss']:.4f} · validation loss {last_eval['val_loss']:.4f} "
-                     f"(perplexity {last_eval['val_ppl']:.2f}) · best {last_eval['best_val_loss']:.4f}")
-    if done and done["status"] == "failed":
-        lines.append(f"**Failed**: {done['reason']}")
+        lines.append(f"train loss {last_eval.train_loss:.4f} · validation loss {last_eval.val_loss:.4f} "
+                     f"(perplexity {last_eval.val_ppl:.2f}) · best {last_eval.best_val_loss:.4f}")
+    if done and done.status == "failed":
+        lines.append(f"**Failed**: {done.reason}")
     return "  \n".join(lines)
 
 
-def progress_fraction(info, events: Sequence[dict]) -> float:
-    last_step = next((e for e in reversed(events) if e.get("event") == "step"), None)
+def progress_fraction(info, events: Sequence[Event]) -> float:
+    last_step = _last(events, StepEvent)
     if last_step is None:
         return 0.0
     fractions = []
     if info.train.get("max_steps"):
-        fractions.append(last_step["step"] / info.train["max_steps"])
+        fractions.append(last_step.step / info.train["max_steps"])
     if info.train.get("max_time"):
-        fractions.append(last_step["elapsed"] / info.train["max_time"])
+        fractions.append(last_step.elapsed / info.train["max_time"])
     return min(1.0, max(fractions or [0.0]))
 
 
-def latest_sample(events: Sequence[dict]) -> str:
-    sample = next((e for e in reversed(events) if e.get("event") == "sample"), None)
-    return f"(step {sample['step']})\n{sample['text']}" if sample else ""
+def latest_sample(events: Sequence[Event]) -> str:
+    sample = _last(events, SampleEvent)
+    return f"(step {sample.step})\n{sample.text}" if sample else ""
 
 
-def metrics_csv(events: Sequence[dict]) -> str:
+def metrics_csv(events: Sequence[Event]) -> str:
     """Steps and evaluations as one CSV table (a column per field, empty where it does not apply)."""
-    rows = [e for e in events if e.get("event") in ("step", "eval")]
+    rows = [e.as_dict() for e in events if isinstance(e, (StepEvent, EvalEvent))]
     columns = ["event", "step", "tokens_seen", "elapsed", "loss", "lr", "grad_norm", "tokens_per_sec",
                "train_loss", "val_loss", "train_ppl", "val_ppl"]
     out = io.StringIO()
@@ -99,3 +106,57 @@ def metrics_csv(events: Sequence[dict]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------
+# What the service answers with
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The Data tab's view of the chosen text; a problem is reported in `message`, not raised."""
+    message: str
+    stats: str = ""
+    head: str = ""
+    shift: list[list[str]] = field(default_factory=list)
+    vocab_size: int | None = None
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """Where a run stands. A figure or run list of None has not changed since the previous view,
+    because redrawing competes with training for the same cores."""
+    owner: str
+    run_id: str | None
+    status: str
+    progress: float  # percent
+    loss: Figure | None
+    dynamics: Figure | None
+    sample: str
+    runs: list[tuple[str, str]] | None  # (label, run id) of the owner's runs
+
+
+@dataclass(frozen=True)
+class NextToken:
+    token: str  # white space made visible
+    id: int
+    probability: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    untrained: str
+    trained: str
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    temperature: float
+    text: str
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    figure: Figure
+    text_a: str
+    text_b: str

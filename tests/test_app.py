@@ -39,7 +39,6 @@ from gptlab.service import OWNER_PATTERN, Lab, Limits
 from gptlab.ui import build_demo, launch
 from gptlab.ui.common import SERVER_FAULT, user_errors
 from gptlab.runs import STATUS_FILE
-from gptlab.trainer import Trainer
 
 TEXT = ("the quick brown fox jumps over the lazy dog. a stitch in time saves nine.\n"
         "all that glitters is not gold; to be or not to be, that is the question.\n") * 20  # ~3k chars
@@ -125,18 +124,9 @@ def app(tmp_path_factory):
     between two redraws of the live view, and a run that waits to be stopped would spin both cores."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two shared cores: the server and the training thread must not fight for both
-    real_step = Trainer._train_step
-
-    def paced_step(trainer):
-        started = time.perf_counter()
-        result = real_step(trainer)
-        time.sleep(max(0.0, PACE - (time.perf_counter() - started)))
-        return result
-
-    patch = pytest.MonkeyPatch()
-    patch.setattr(Trainer, "_train_step", paced_step)
     try:
         lab = Lab(tmp_path_factory.mktemp("app") / "runs", max_concurrent=1, limits=Limits(poll_seconds=0.25))
+        lab.registry.step_hook = lambda step: time.sleep(PACE)
         demo = build_demo(lab)
         _, url, _ = launch(demo, lab, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
         try:
@@ -145,7 +135,6 @@ def app(tmp_path_factory):
             stop_all(lab)
             demo.close()
     finally:
-        patch.undo()
         torch.set_num_threads(threads)
 
 
@@ -274,7 +263,7 @@ def test_resume_continues_the_same_run_to_the_new_step_count(server):
     outs = finish(client.submit(owner, run_id, stopped_at + 6, 0, api_name="/resume"))
     assert all(o[1] == run_id for o in outs)
     assert f"· finished: reached max_steps ({stopped_at + 6})" in outs[-1][2]
-    steps = [e["step"] for e in lab.registry.events(owner, run_id) if e["event"] == "step"]
+    steps = [e.step for e in lab.registry.events(owner, run_id) if e.kind == "step"]
     assert steps == list(range(1, stopped_at + 7))  # one history, continued where it stopped
     assert load_checkpoint(lab.registry.folder(owner, run_id) / "last").step == stopped_at + 6
     assert [value for _, value in outs[-1][7]["choices"]].count(run_id) == 1  # still one run, not a new one

@@ -19,11 +19,9 @@ import torch
 
 from gptlab.checkpoint import load_checkpoint
 from gptlab.cli import EXIT_USAGE, main
-from gptlab.pipeline import METRICS_FILE
+from gptlab.runfolder import METRICS_FILE
 
 REPO = Path(__file__).resolve().parent.parent
-TEXT = ("the quick brown fox jumps over the lazy dog. a stitch in time saves nine.\n"
-        "all that glitters is not gold; to be or not to be, that is the question.\n") * 12
 TRAIN = ["--preset", "tiny", "--device", "cpu", "--eval-interval", "10", "--sample-interval", "0"]
 EVAL_LINE = re.compile(r"step +(\d+): train loss (\d+\.\d+) \(ppl [\d.]+\), val loss (\d+\.\d+)")
 
@@ -49,11 +47,11 @@ def assert_user_error(code, err, *fragments):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_text):
     """One 30-step run through the CLI; tests that change it work on a copy."""
     root = tmp_path_factory.mktemp("cli")
     data = root / "data.txt"
-    data.write_text(TEXT, encoding="utf-8")
+    data.write_text(tiny_text, encoding="utf-8")
     torch.manual_seed(0)
     code, out, err = run_cli(["train", "--data", data, "--max-steps", 30, "--out", root / "run", *TRAIN])
     return root / "run", data, code, out, err
@@ -124,6 +122,12 @@ def test_info_on_a_run_folder_uses_best(trained):
     assert code == 0 and f"checkpoint: {trained[0] / 'best'}" in out
 
 
+def test_info_on_a_run_folder_without_best_uses_last(trained, tmp_path):
+    shutil.copytree(trained[0], tmp_path / "run", ignore=shutil.ignore_patterns("best"))
+    code, out, _ = run_cli(["info", "--checkpoint", tmp_path / "run"])
+    assert code == 0 and f"checkpoint: {tmp_path / 'run' / 'last'}" in out
+
+
 def test_info_on_init_is_not_resumable(trained):
     code, out, _ = run_cli(["info", "--checkpoint", trained[0] / "init"])
     assert code == 0 and "resumable: no" in out and "step: 0" in out
@@ -137,13 +141,13 @@ def sample(run_dir, *extra):
     return run_cli(["sample", "--checkpoint", run_dir, "--max-new-tokens", 20, *extra])
 
 
-def test_sample_continues_the_prompt_and_is_reproducible(trained):
+def test_sample_continues_the_prompt_and_is_reproducible(trained, tiny_text):
     run_dir = trained[0]
     code, out, err = sample(run_dir, "--prompt", "the lazy ", "--seed", 1)
     assert code == 0, err
     assert out.startswith("the lazy ") and out.endswith("\n")
     generated = out[len("the lazy "):-1]
-    assert 0 < len(generated) <= 20 and set(generated) <= set(TEXT)  # char model: one char per token
+    assert 0 < len(generated) <= 20 and set(generated) <= set(tiny_text)  # char model: one char per token
     again = sample(run_dir, "--prompt", "the lazy ", "--seed", 1)
     assert again[1] == out
     others = {sample(run_dir, "--prompt", "the lazy ", "--seed", s)[1] for s in (2, 3, 4)}
@@ -194,8 +198,8 @@ def test_wrong_kind_of_file(tmp_path):
     (["--batch-size", 0], "batch_size"),
     (["--dropout", 1.0], "dropout"),
 ])
-def test_bad_hyperparameters(tmp_path, flags, fragment):
-    (tmp_path / "d.txt").write_text(TEXT, encoding="utf-8")
+def test_bad_hyperparameters(tmp_path, tiny_text, flags, fragment):
+    (tmp_path / "d.txt").write_text(tiny_text, encoding="utf-8")
     code, _, err = run_cli(["train", "--data", tmp_path / "d.txt", "--out", tmp_path / "run", *TRAIN, *flags])
     assert_user_error(code, err, fragment)
 

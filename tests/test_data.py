@@ -17,13 +17,14 @@ from gptlab.data import (
     decode_text,
     encode_documents,
     largest_block_size,
+    load_texts,
     min_tokens_for,
+    prepare_data,
     read_documents,
     read_text_file,
     split_sizes,
     tokenize_corpus,
 )
-from gptlab.pipeline import load_texts, prepare_data
 from gptlab.tokenizers import CharTokenizer, GPT2Tokenizer
 
 GPT2_EOT = 50256
@@ -129,7 +130,7 @@ def test_read_documents_keeps_the_order_of_the_files(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
-# Pasted text (pipeline.load_texts)
+# Pasted text (load_texts)
 
 
 def test_pasted_text_is_cleaned_like_a_file():

@@ -290,7 +290,7 @@ def test_export_folder_rules(tmp_path):
 def test_model_card_describes_data_settings_losses_and_plot(tmp_path):
     run = tmp_path / "run"
     private = str(tmp_path / "secret-home-folder" / "hamlet.txt")
-    ckpt, _ = char_checkpoint(  # extra and metrics shaped as gptlab.pipeline writes them
+    ckpt, _ = char_checkpoint(  # extra and metrics shaped as gptlab.training writes them
         run / "best", train_config=TrainConfig(max_steps=300, learning_rate=2e-3, min_lr=2e-4), step=300,
         metrics={"train_loss": 1.234, "val_loss": 1.5, "best_val_loss": 1.45, "train_loss_step": 1.3, "step": 300},
         extra={"data": {"sources": [private], "documents": 1, "characters": 12345, "tokens": 12345,
@@ -411,7 +411,7 @@ def test_push_offline_and_bad_names(tmp_path, offline):
 
 def test_gpt2_in_hub_layout_imports_offline_and_fine_tunes(tmp_path, offline):
     from gptlab.events import DoneEvent, EvalEvent
-    from gptlab.pipeline import TrainingRun
+    from gptlab.training import TrainingRun
 
     theirs = tiny_hf_gpt2()
     make_hub_cache(tmp_path / "cache", "openai-community/gpt2",
@@ -420,11 +420,11 @@ def test_gpt2_in_hub_layout_imports_offline_and_fine_tunes(tmp_path, offline):
     base = hub.import_pretrained("gpt2", tmp_path / "gpt2", cache_dir=tmp_path / "cache")
     text = tmp_path / "mine.txt"
     text.write_text("The quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
-    run = TrainingRun(model_config=ModelConfig(block_size=8), out_dir=tmp_path / "tuned", data_paths=[text],
-                      train_config=TrainConfig(tokenizer="char", batch_size=4, max_steps=12, eval_interval=6,
-                                               eval_batches=2, warmup_steps=0, learning_rate=3e-3,
-                                               sample_interval=0, device="cpu"),
-                      init_from=base)
+    run = TrainingRun.fine_tune(base, ModelConfig(block_size=8),
+                                TrainConfig(tokenizer="char", batch_size=4, max_steps=12, eval_interval=6,
+                                            eval_batches=2, warmup_steps=0, learning_rate=3e-3, sample_interval=0,
+                                            device="cpu"),
+                                tmp_path / "tuned", data_paths=[text])
     assert run.data.tokenizer.name == "gpt2"  # fine-tuning keeps GPT-2's tokenizer whatever was asked
     assert run.model_config.block_size == 8 and run.model_config.vocab_size == 50257
     events = list(run.events())

@@ -5,8 +5,8 @@ events can be followed incrementally; a stop ends it after the optimiser step in
 are invisible to other owners (a foreign id reads exactly like an unknown one); the concurrency
 limit, resuming, a server restart and the clean-up of old runs behave as the app relies on.
 
-Threads are held at a chosen optimiser step by a gate (a patched Trainer._train_step) wherever a
-test needs a run to be 'running' at a known point, so nothing depends on timing."""
+Threads are held at a chosen optimiser step by a gate (the registry's step hook) wherever a test
+needs a run to be 'running' at a known point, so nothing depends on timing."""
 
 import json
 import secrets
@@ -20,9 +20,10 @@ import torch
 from gptlab.checkpoint import load_checkpoint
 from gptlab.config import ModelConfig, TrainConfig
 from gptlab.data import DataError, TextTooShortError
-from gptlab.pipeline import METRICS_FILE, TrainingRun
+from gptlab.events import DoneEvent, EvalEvent, StepEvent
+from gptlab.runfolder import METRICS_FILE
 from gptlab.runs import STATUS_FILE, BusyError, RunError, RunInfo, RunRegistry
-from gptlab.trainer import Trainer
+from gptlab.training import TrainingRun
 
 TEXT = ("the quick brown fox jumps over the lazy dog. a stitch in time saves nine.\n"
         "all that glitters is not gold; to be or not to be, that is the question.\n") * 20  # ~3k chars
@@ -56,24 +57,19 @@ def error_text(excinfo, run_id) -> str:
 
 
 class Gate:
-    """Holds every training thread right after the optimiser step that makes `step` `at`, until
-    the test releases it."""
+    """A step hook that holds every training thread right after optimiser step `at` (before that
+    step's events are logged), until the test releases it."""
 
-    def __init__(self, monkeypatch, at: int):
+    def __init__(self, at: int):
         self.at, self.reached, self.release = at, threading.Event(), threading.Event()
         self.arrived, self._count = 0, threading.Lock()
-        real = Trainer._train_step
 
-        def train_step(trainer):
-            result = real(trainer)
-            if trainer.step + 1 == self.at:  # the loop increments step after this returns
-                with self._count:
-                    self.arrived += 1
-                self.reached.set()
-                self.release.wait(TIMEOUT)
-            return result
-
-        monkeypatch.setattr(Trainer, "_train_step", train_step)
+    def __call__(self, step: int) -> None:
+        if step == self.at:
+            with self._count:
+                self.arrived += 1
+            self.reached.set()
+            self.release.wait(TIMEOUT)
 
     def wait_until(self, count: int = 1) -> None:
         deadline = time.monotonic() + TIMEOUT
@@ -83,8 +79,8 @@ class Gate:
 
 
 class Lab:
-    def __init__(self, tmp_path, monkeypatch):
-        self.tmp_path, self.monkeypatch = tmp_path, monkeypatch
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
         self.registries: list[RunRegistry] = []
         self.gates: list[Gate] = []
 
@@ -94,7 +90,10 @@ class Lab:
         return registry
 
     def gate(self, at: int) -> Gate:
-        gate = Gate(self.monkeypatch, at)
+        """A gate on the runs that every registry made so far starts from now on."""
+        gate = Gate(at)
+        for registry in self.registries:
+            registry.step_hook = gate
         self.gates.append(gate)
         return gate
 
@@ -111,13 +110,13 @@ class Lab:
 
 
 @pytest.fixture
-def lab(tmp_path, monkeypatch):
+def lab(tmp_path):
     torch.manual_seed(0)
     # Tiny models gain nothing from intra-op threads, and on busy shared cores their spin-waiting
     # made these tests up to 7x slower.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    lab = Lab(tmp_path, monkeypatch)
+    lab = Lab(tmp_path)
     yield lab
     lab.close()
     torch.set_num_threads(threads)
@@ -167,12 +166,12 @@ def test_events_are_the_metrics_log_in_order(lab):
 
     events = registry.events("alice", run_id)
     log = [json.loads(line) for line in (registry.root / run_id / METRICS_FILE).read_text().splitlines()]
-    assert events == log
-    assert events[0]["event"] == "eval" and events[0]["step"] == 0
-    assert events[-1]["event"] == "done" and events[-1]["status"] == "finished" and events[-1]["step"] == 6
-    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3, 4, 5, 6]
-    assert [e["step"] for e in events if e["event"] == "eval"] == [0, 3, 6]
-    steps = [e["step"] for e in events]
+    assert [e.as_dict() for e in events] == log
+    assert isinstance(events[0], EvalEvent) and events[0].step == 0
+    assert isinstance(events[-1], DoneEvent) and events[-1].status == "finished" and events[-1].step == 6
+    assert [e.step for e in events if isinstance(e, StepEvent)] == [1, 2, 3, 4, 5, 6]
+    assert [e.step for e in events if isinstance(e, EvalEvent)] == [0, 3, 6]
+    steps = [e.step for e in events]
     assert steps == sorted(steps)
     assert registry.events("alice", run_id, start=len(events) - 1) == events[-1:]
     assert registry.events("alice", run_id, start=len(events)) == []
@@ -186,7 +185,7 @@ def test_an_incremental_observer_sees_every_event_exactly_once(lab):
     seen = []
     gate.wait_until(1)
     seen += registry.events("alice", run_id, start=len(seen))
-    assert seen and seen[0]["event"] == "eval" and seen[0]["step"] == 0
+    assert seen and isinstance(seen[0], EvalEvent) and seen[0].step == 0
     assert registry.events("alice", run_id, start=len(seen)) == []  # nothing new while held
     gate.release.set()
 
@@ -201,8 +200,8 @@ def test_an_incremental_observer_sees_every_event_exactly_once(lab):
     registry.wait(run_id, TIMEOUT)
 
     assert seen == registry.events("alice", run_id)
-    assert [e["step"] for e in seen if e["event"] == "step"] == list(range(1, 9))
-    assert seen[-1]["event"] == "done" and sum(e["event"] == "done" for e in seen) == 1
+    assert [e.step for e in seen if isinstance(e, StepEvent)] == list(range(1, 9))
+    assert isinstance(seen[-1], DoneEvent) and sum(isinstance(e, DoneEvent) for e in seen) == 1
 
 
 def test_events_of_a_run_without_a_log_yet_are_empty(lab):
@@ -229,12 +228,12 @@ def test_stop_ends_a_long_run_after_the_step_in_progress(lab):
 
     assert info.status == "stopped" and info.step == 3 and "stopped by request" in info.reason
     events = registry.events("alice", run_id)
-    assert events[-1]["event"] == "done" and events[-1]["status"] == "stopped" and events[-1]["step"] == 3
-    assert max(e["step"] for e in events) == 3  # not one optimiser step more
+    assert isinstance(events[-1], DoneEvent) and events[-1].status == "stopped" and events[-1].step == 3
+    assert max(e.step for e in events) == 3  # not one optimiser step more
     last = load_checkpoint(registry.root / run_id / "last")
     assert last.step == 3 and last.resumable
     assert info.resumable
-    assert TrainingRun(resume=registry.root / run_id).trainer.step == 3
+    assert TrainingRun.resume(registry.root / run_id).trainer.step == 3
 
     assert registry.stop("alice", run_id) is False  # already stopped
 
@@ -243,7 +242,7 @@ def test_stop_of_a_free_running_run_is_prompt(lab):
     registry = lab.registry()
     run_id = start(registry, max_steps=LONG, eval_interval=LONG)
     deadline = time.monotonic() + TIMEOUT
-    while not any(e["event"] == "step" for e in registry.events("alice", run_id)):
+    while not any(isinstance(e, StepEvent) for e in registry.events("alice", run_id)):
         assert time.monotonic() < deadline, "the run made no step in time"
         time.sleep(0.01)
 
@@ -384,12 +383,16 @@ def test_two_runs_at_once_when_the_limit_is_two(lab):
     assert registry.active_count() == 0
 
 
-def test_a_crashed_run_frees_its_slot(lab, monkeypatch):
+def crash(step: int) -> None:
+    raise ZeroDivisionError("division by zero")
+
+
+def test_a_crashed_run_frees_its_slot(lab):
     registry = lab.registry(max_concurrent=1)
-    monkeypatch.setattr(Trainer, "_train_step", lambda trainer: 1 / 0)
+    registry.step_hook = crash
     crashed = start(registry)
     assert finish(registry, "alice", crashed).status == "failed"
-    monkeypatch.undo()
+    registry.step_hook = None
     run_id = start(registry, max_steps=2)
     assert finish(registry, "alice", run_id).status == "finished"
 
@@ -423,9 +426,9 @@ def test_resume_continues_the_same_run_to_the_new_max_steps(lab):
     events = registry.events("alice", run_id)
     assert events[:len(before)] == before  # the log is continued, not rewritten
     new = events[len(before):]
-    assert [e["step"] for e in new if e["event"] == "step"] == [4, 5, 6, 7]
-    assert not any(e["event"] == "eval" and e["step"] == 0 for e in new)  # no second step-0 evaluation
-    assert new[-1]["event"] == "done" and new[-1]["status"] == "finished" and new[-1]["step"] == 7
+    assert [e.step for e in new if isinstance(e, StepEvent)] == [4, 5, 6, 7]
+    assert not any(isinstance(e, EvalEvent) and e.step == 0 for e in new)  # no second step-0 evaluation
+    assert isinstance(new[-1], DoneEvent) and new[-1].status == "finished" and new[-1].step == 7
     assert load_checkpoint(registry.root / run_id / "last").step == 7
 
 
@@ -455,16 +458,14 @@ def test_resuming_a_running_run_is_refused(lab):
 # Failures
 
 
-def test_a_crash_in_training_ends_as_failed_with_the_reason(lab, monkeypatch):
+def test_a_crash_in_training_ends_as_failed_with_the_reason(lab):
     registry = lab.registry()
-    real = Trainer._train_step
 
-    def train_step(trainer):
-        if trainer.step == 2:
+    def out_of_memory(step):
+        if step == 3:
             raise RuntimeError("simulated out of memory")
-        return real(trainer)
 
-    monkeypatch.setattr(Trainer, "_train_step", train_step)
+    registry.step_hook = out_of_memory
     run_id = start(registry)
     info = finish(registry, "alice", run_id)
     assert info.status == "failed"
@@ -473,7 +474,7 @@ def test_a_crash_in_training_ends_as_failed_with_the_reason(lab, monkeypatch):
     assert status_on_disk(registry, run_id)["status"] == "failed"
     assert registry.active_count() == 0
     assert registry.stop("alice", run_id) is False
-    assert [e["step"] for e in registry.events("alice", run_id) if e["event"] == "step"] == [1, 2]
+    assert [e.step for e in registry.events("alice", run_id) if isinstance(e, StepEvent)] == [1, 2]
 
 
 def test_a_crash_before_the_first_event_ends_as_failed(lab, monkeypatch):
@@ -490,12 +491,12 @@ def test_a_crash_before_the_first_event_ends_as_failed(lab, monkeypatch):
     assert registry.events("alice", run_id) == []
 
 
-def test_resuming_a_run_without_a_checkpoint_is_refused_clearly(lab, monkeypatch):
+def test_resuming_a_run_without_a_checkpoint_is_refused_clearly(lab):
     registry = lab.registry()
-    monkeypatch.setattr(Trainer, "_train_step", lambda trainer: 1 / 0)
+    registry.step_hook = crash  # at step 1: before the first checkpoint worth resuming from
     run_id = start(registry)
     assert finish(registry, "alice", run_id).status == "failed"
-    monkeypatch.undo()
+    registry.step_hook = None
     with pytest.raises(RunError, match="checkpoint") as refused:
         registry.start("alice", resume_id=run_id, train_config=train_config(max_steps=4))
     assert str(registry.root) not in str(refused.value)

@@ -15,7 +15,8 @@ import pytest
 
 from gptlab.checkpoint import load_checkpoint
 from gptlab.config import MODEL_FORM, SAMPLE_FORM, TRAIN_FORM, ModelConfig
-from gptlab.service import OWNER_PATTERN, Lab, Limits, LiveView, Preview
+from gptlab.service import OWNER_PATTERN, Lab, Limits
+from gptlab.views import LiveView, Preview
 
 TEXT = ("the quick brown fox jumps over the lazy dog. a stitch in time saves nine.\n"
         "all that glitters is not gold; to be or not to be, that is the question.\n") * 20  # ~3k chars
@@ -243,7 +244,7 @@ def test_downloads_give_a_loadable_checkpoint_zip_and_the_metrics(trained, tmp_p
     assert checkpoint.step in (10, 20) and checkpoint.model_config.n_embd == 32
 
     events = [json.loads(line) for line in metrics_jsonl.read_text(encoding="utf-8").splitlines()]
-    assert events == lab.registry.events(owner, run_id) and events[-1]["event"] == "done"
+    assert events == [e.as_dict() for e in lab.registry.events(owner, run_id)] and events[-1]["event"] == "done"
     rows = list(csv.DictReader(io.StringIO(metrics_csv.read_text(encoding="utf-8"))))
     assert [r["event"] for r in rows].count("step") == 20 and [r["event"] for r in rows].count("eval") == 3
     assert [int(r["step"]) for r in rows if r["event"] == "step"] == list(range(1, 21))

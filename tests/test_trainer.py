@@ -9,19 +9,21 @@ from gptlab.config import ModelConfig, TrainConfig
 from gptlab.data import TokenDataset
 from gptlab.events import CheckpointEvent, DoneEvent, EvalEvent, SampleEvent, StepEvent
 from gptlab.model import GPT
-from gptlab.pipeline import TrainingRun
 from gptlab.trainer import Trainer, make_optimizer
+from gptlab.training import TrainingRun
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 20
 
 
-def tiny_train(**overrides) -> TrainConfig:
+# Smaller than conftest's tiny configs: these tests drive the Trainer itself, on raw ids (mod 64) and
+# models that need not be GPTs, one or two micro-steps at a time.
+def small_train_config(**overrides) -> TrainConfig:
     base = dict(batch_size=4, max_steps=12, eval_interval=4, eval_batches=2, warmup_steps=2, learning_rate=3e-3,
                 min_lr=3e-4, sample_interval=0, device="cpu", seed=7)
     return TrainConfig(**{**base, **overrides})
 
 
-def tiny_model_config(**overrides) -> ModelConfig:
+def small_model_config(**overrides) -> ModelConfig:
     return ModelConfig(**{**dict(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=16), **overrides})
 
 
@@ -41,7 +43,7 @@ class Recorder:
 
 def test_event_order_and_contents():
     save = Recorder()
-    trainer = Trainer(GPT(tiny_model_config()), tiny_train(sample_interval=6), dataset(), save=save,
+    trainer = Trainer(GPT(small_model_config()), small_train_config(sample_interval=6), dataset(), save=save,
                       sample=lambda m: "sampled text")
     events = list(trainer.run())
 
@@ -70,7 +72,7 @@ def test_event_order_and_contents():
 
 def test_stop_flag_takes_effect_before_the_next_step():
     stop = threading.Event()
-    trainer = Trainer(GPT(tiny_model_config()), tiny_train(max_steps=1000), dataset(), save=Recorder())
+    trainer = Trainer(GPT(small_model_config()), small_train_config(max_steps=1000), dataset(), save=Recorder())
     seen = []
     for event in trainer.run(stop):
         seen.append(event)
@@ -82,9 +84,48 @@ def test_stop_flag_takes_effect_before_the_next_step():
     assert isinstance(seen[-2], CheckpointEvent) and seen[-2].label == "last"
 
 
+def test_the_step_hook_is_called_once_per_step_with_its_number():
+    calls = []
+    trainer = Trainer(GPT(small_model_config()), small_train_config(max_steps=12, log_interval=5), dataset(),
+                      on_step=lambda step: calls.append((step, trainer.step)))
+    events = list(trainer.run())
+    assert calls == [(s, s) for s in range(1, 13)]  # the step just taken, whatever the log interval
+    assert isinstance(events[-1], DoneEvent) and events[-1].step == 12
+
+
+def test_a_step_hook_that_sets_the_stop_flag_stops_the_run_at_that_step():
+    stop, calls = threading.Event(), []
+
+    def hook(step):
+        calls.append(step)
+        if step == 3:
+            stop.set()
+
+    trainer = Trainer(GPT(small_model_config()), small_train_config(max_steps=1000, log_interval=1), dataset(),
+                      save=Recorder(), on_step=hook)
+    events = list(trainer.run(stop))
+    assert calls == [1, 2, 3] and trainer.step == 3
+    assert [e.step for e in events if isinstance(e, StepEvent)] == [1, 2, 3]  # step 3's event still comes
+    assert isinstance(events[-1], DoneEvent) and events[-1].status == "stopped" and events[-1].step == 3
+
+
+def test_a_failing_step_hook_ends_the_run_with_its_error():
+    def hook(step):
+        if step == 2:
+            raise RuntimeError("hook failed")
+
+    trainer = Trainer(GPT(small_model_config()), small_train_config(max_steps=10, log_interval=1), dataset(),
+                      on_step=hook)
+    seen = []
+    with pytest.raises(RuntimeError, match="hook failed"):
+        for event in trainer.run():
+            seen.append(event)
+    assert [e.step for e in seen if isinstance(e, StepEvent)] == [1]
+
+
 def test_stop_from_another_thread():
     stop = threading.Event()
-    trainer = Trainer(GPT(tiny_model_config()), tiny_train(max_steps=100_000, log_interval=1), dataset())
+    trainer = Trainer(GPT(small_model_config()), small_train_config(max_steps=100_000, log_interval=1), dataset())
     steps_after = []
     for event in trainer.run(stop):
         if isinstance(event, StepEvent) and event.step == 5:
@@ -99,8 +140,8 @@ def test_stop_from_another_thread():
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     data = tmp_path / "text.txt"
     data.write_text(TEXT)
-    model_config = tiny_model_config(dropout=0.1)  # dropout makes the global RNG part of the state
-    train_config = tiny_train(grad_accum_steps=2)
+    model_config = small_model_config(dropout=0.1)  # dropout makes the global RNG part of the state
+    train_config = small_train_config(grad_accum_steps=2)
 
     def losses(run, stop_at=None):
         stop = threading.Event()
@@ -112,12 +153,10 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
                     stop.set()
         return out
 
-    full = losses(TrainingRun(model_config=model_config, train_config=train_config, out_dir=tmp_path / "a",
-                              data_paths=[data]))
-    first = losses(TrainingRun(model_config=model_config, train_config=train_config, out_dir=tmp_path / "b",
-                               data_paths=[data]), stop_at=5)
+    full = losses(TrainingRun.new(model_config, train_config, tmp_path / "a", data_paths=[data]))
+    first = losses(TrainingRun.new(model_config, train_config, tmp_path / "b", data_paths=[data]), stop_at=5)
     assert max(first) == 5
-    rest = losses(TrainingRun(resume=tmp_path / "b"))
+    rest = losses(TrainingRun.resume(tmp_path / "b"))
     assert min(rest) == 6 and max(rest) == 12
     for step in range(1, 13):
         resumed = first.get(step, rest.get(step))
@@ -143,7 +182,7 @@ class FlakyModel(nn.Module):
 
 def test_nan_loss_fails_clearly_and_keeps_the_last_good_weights():
     model, save = FlakyModel(nan_at_call=4), Recorder()
-    trainer = Trainer(model, tiny_train(max_steps=50), dataset(), save=save)
+    trainer = Trainer(model, small_train_config(max_steps=50), dataset(), save=save)
     events = list(trainer.run())
     done = events[-1]
     assert isinstance(done, DoneEvent) and done.status == "failed"
@@ -154,14 +193,15 @@ def test_nan_loss_fails_clearly_and_keeps_the_last_good_weights():
 
 
 def test_early_stopping_with_patience():
-    trainer = Trainer(FlakyModel(learnable=False), tiny_train(max_steps=1000, eval_interval=2, patience=2), dataset())
+    trainer = Trainer(FlakyModel(learnable=False), small_train_config(max_steps=1000, eval_interval=2, patience=2),
+                      dataset())
     done = list(trainer.run())[-1]
     assert done.status == "finished" and "early stopping" in done.reason
     assert done.step == 4  # best at step 0, no better at steps 2 and 4
 
 
 def test_time_budget_stops_the_run():
-    trainer = Trainer(GPT(tiny_model_config()), tiny_train(max_steps=10**9, max_time=0.5, eval_interval=10**6),
+    trainer = Trainer(GPT(small_model_config()), small_train_config(max_steps=10**9, max_time=0.5, eval_interval=10**6),
                       dataset())
     events = list(trainer.run())
     done = events[-1]
@@ -173,7 +213,7 @@ def test_time_budget_stops_the_run():
 
 
 def test_gradient_norm_is_reported_before_clipping():
-    trainer = Trainer(GPT(tiny_model_config()), tiny_train(max_steps=3, grad_clip=1e-3), dataset())
+    trainer = Trainer(GPT(small_model_config()), small_train_config(max_steps=3, grad_clip=1e-3), dataset())
     norms = [e.grad_norm for e in trainer.run() if isinstance(e, StepEvent)]
     assert all(n > 1e-2 for n in norms)
 
@@ -181,13 +221,14 @@ def test_gradient_norm_is_reported_before_clipping():
 def test_gradient_accumulation_matches_one_big_batch():
     """Two micro-batches of 4 must give the same update as one batch of 8 drawn the same way."""
     torch.manual_seed(0)
-    base = GPT(tiny_model_config())
+    base = GPT(small_model_config())
     data = dataset()
 
     def step_with(batch, accum):
-        model = GPT(tiny_model_config())
+        model = GPT(small_model_config())
         model.load_state_dict(base.state_dict())
-        trainer = Trainer(model, tiny_train(batch_size=batch, grad_accum_steps=accum, max_steps=1, warmup_steps=0),
+        trainer = Trainer(model, small_train_config(batch_size=batch, grad_accum_steps=accum, max_steps=1,
+                                                    warmup_steps=0),
                           data)
         generator = torch.Generator().manual_seed(3)
         x, y = data.train_batch(8, generator)
@@ -202,8 +243,8 @@ def test_gradient_accumulation_matches_one_big_batch():
 
 
 def test_weight_decay_applies_only_to_linear_weights():
-    model = GPT(tiny_model_config())
-    optimizer = make_optimizer(model, tiny_train(weight_decay=0.1), torch.device("cpu"))
+    model = GPT(small_model_config())
+    optimizer = make_optimizer(model, small_train_config(weight_decay=0.1), torch.device("cpu"))
     decay, no_decay = optimizer.param_groups
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = {names[id(p)] for p in decay["params"]}
@@ -217,8 +258,8 @@ def test_the_fused_cpu_optimizer_steps_like_the_reference_adamw():
     """make_optimizer picks the fused kernel for speed; it must move the weights as AdamW's for-loop does."""
     def run(fused: bool) -> list[torch.Tensor]:
         torch.manual_seed(0)
-        model = GPT(tiny_model_config())
-        optimizer = make_optimizer(model, tiny_train(weight_decay=0.1), torch.device("cpu"))
+        model = GPT(small_model_config())
+        optimizer = make_optimizer(model, small_train_config(weight_decay=0.1), torch.device("cpu"))
         assert optimizer.defaults["fused"]
         if not fused:
             groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in optimizer.param_groups]
@@ -237,7 +278,7 @@ def test_the_fused_cpu_optimizer_steps_like_the_reference_adamw():
 def test_same_seed_same_run():
     def losses():
         torch.manual_seed(123)
-        trainer = Trainer(GPT(tiny_model_config()), tiny_train(max_steps=6), dataset())
+        trainer = Trainer(GPT(small_model_config()), small_train_config(max_steps=6), dataset())
         return [e.loss for e in trainer.run() if isinstance(e, StepEvent)]
 
     assert losses() == losses()
@@ -250,7 +291,7 @@ def test_precision_auto_is_fp32_on_cpu_and_bf16_is_used_only_where_native():
     assert resolve_precision("auto", cpu) == "fp32" and resolve_precision("fp32", cpu) == "fp32"
     native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert resolve_precision("bf16", cpu) == ("bf16" if native else "fp32")
-    trainer = Trainer(GPT(tiny_model_config()), tiny_train(max_steps=4, precision="bf16"), dataset())
+    trainer = Trainer(GPT(small_model_config()), small_train_config(max_steps=4, precision="bf16"), dataset())
     losses = [e.loss for e in trainer.run() if isinstance(e, StepEvent)]
     assert len(losses) == 4 and all(math.isfinite(x) for x in losses)
     assert trainer.model.transformer.wte.weight.dtype == torch.float32  # autocast keeps fp32 master weights

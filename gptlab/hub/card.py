@@ -12,13 +12,13 @@ import torch
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from gptlab.checkpoint import Checkpoint, load_checkpoint
+from gptlab.checkpoint import BEST, INIT, LAST, Checkpoint, load_checkpoint
 from gptlab.config import to_dict
 from gptlab.hub.convert import CHARS_FILE
 from gptlab.hub.download import KNOWN_LICENSES, _is_local
+from gptlab.runfolder import LOSS_PLOT
 from gptlab.tokenizers import CharTokenizer
 
-LOSS_PLOT = "loss.png"  # drawn elsewhere (the trainer's consumers); the card links it when present
 METRIC_LABELS = {"train_loss": "Training loss", "val_loss": "Validation loss", "best_val_loss": "Best validation loss"}
 DATA_COUNTS = ("documents", "characters", "tokens", "train_tokens", "val_tokens", "vocab_used")
 CARD_SKIPS_TRAIN = ("device", "compile", "log_interval", "sample_interval", "sample_tokens", "checkpoint_interval")
@@ -87,7 +87,7 @@ def model_card(checkpoint: Checkpoint | str | os.PathLike, *, repo_id: str | Non
     meta += [f"base_model: {json.dumps(base)}"] if base else []
     meta += ["tags:", "- gptlab", "- gpt2"] + (["- character-level"] if char else []) + ["---", ""]
 
-    run_label = ckpt.path.name in ("best", "last", "init") or ckpt.path.name.startswith("step-")
+    run_label = ckpt.path.name in (BEST, LAST, INIT) or ckpt.path.name.startswith("step-")
     title = (repo_id or "").split("/")[-1] or (ckpt.path.parent.name if run_label else ckpt.path.name)
     out = meta + [f"# {title}", "",
                   f"A GPT-2 style language model made with GPT Lab: {cfg.num_params():,} parameters, {cfg.n_layer} "

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import gradio as gr
 
 from gptlab.config import TrainConfig
-from gptlab.service import SOURCES, Lab, Preview
+from gptlab.service import SOURCES, Lab
+from gptlab.views import Preview
 from gptlab.ui.common import user_errors
 from gptlab.ui.forms import field_component
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import gradio as gr
 
 from gptlab.config import DEFAULT_PRESET, MODEL_FORM, PRESETS, TRAIN_FORM, ModelConfig, TrainConfig
-from gptlab.service import START_FROM, X_AXES, Lab, LiveView
+from gptlab.service import START_FROM, X_AXES, Lab
+from gptlab.views import LiveView
 from gptlab.ui.common import Session, user_errors
 from gptlab.ui.data_tab import DataTab
 from gptlab.ui.forms import field_components

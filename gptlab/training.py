@@ -1,0 +1,158 @@
+"""One training run, wired end to end: text → tokenizer → dataset → model → trainer → checkpoints.
+
+The CLI and the app both build a TrainingRun and consume its events. A run lives in one folder
+(gptlab.runfolder says what it holds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from gptlab.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from gptlab.config import ConfigError, ModelConfig, SampleConfig, TrainConfig
+from gptlab.data import load_texts, prepare_data
+from gptlab.events import Event
+from gptlab.generate import generate
+from gptlab.model import GPT
+from gptlab.plots import save_loss_plot
+from gptlab.runfolder import BEST, INIT, LAST, LOSS_PLOT, METRICS_FILE, read_events, resolve_checkpoint, run_folder_of
+from gptlab.tokenizers import Tokenizer, prompt_ids
+from gptlab.trainer import StepHook, Trainer, pick_device
+
+
+class TrainingRun:
+    """A run prepared up front (so bad settings or data fail before training starts), then
+    trained by iterating `events()`. Build one with `new`, `resume` or `fine_tune`."""
+
+    @classmethod
+    def new(cls, model_config: ModelConfig, train_config: TrainConfig, out_dir: str | os.PathLike,
+            data_paths: Sequence[str | os.PathLike] | None = None, texts: Sequence[str] | None = None, *,
+            step_hook: StepHook | None = None) -> TrainingRun:
+        """A run from random weights, with a tokenizer (train_config.tokenizer) built from its text."""
+        _check_new_run(model_config, train_config, out_dir)
+        return cls(out_dir, model_config, train_config, data_paths, texts, step_hook=step_hook)
+
+    @classmethod
+    def resume(cls, run_or_checkpoint: str | os.PathLike, *, out_dir: str | os.PathLike | None = None,
+               data_paths: Sequence[str | os.PathLike] | None = None, texts: Sequence[str] | None = None,
+               max_steps: int | None = None, max_time: float | None = None,
+               step_hook: StepHook | None = None) -> TrainingRun:
+        """Continue a stopped run exactly from its last checkpoint: same folder, configs and data.
+        max_steps and max_time may be raised to train for longer."""
+        source = load_checkpoint(resolve_checkpoint(run_or_checkpoint))
+        if not source.resumable or source.train_config is None:
+            raise ConfigError(f"{source.path} holds no trainer state, so it cannot be resumed; "
+                              "start a new run from its weights with init_from (--init-from) instead.")
+        limits = {k: v for k, v in (("max_steps", max_steps), ("max_time", max_time)) if v is not None}
+        if limits.get("max_time") == 0:  # 0 turns the time budget off; None keeps the run's own
+            limits["max_time"] = None
+        if not texts:
+            data_paths = data_paths or source.extra.get("data", {}).get("paths") or None
+        run = cls(out_dir or run_folder_of(run_or_checkpoint), source.model_config,
+                  source.train_config.replace(**limits), data_paths, texts, source=source, resumed=True,
+                  step_hook=step_hook)
+        run.trainer.load_state_dict(source.trainer_state())
+        return run
+
+    @classmethod
+    def fine_tune(cls, init_from: str | os.PathLike, model_config: ModelConfig, train_config: TrainConfig,
+                  out_dir: str | os.PathLike, data_paths: Sequence[str | os.PathLike] | None = None,
+                  texts: Sequence[str] | None = None, *, step_hook: StepHook | None = None) -> TrainingRun:
+        """A new run from a checkpoint's weights (a run folder stands for its best, else its last)."""
+        _check_new_run(model_config, train_config, out_dir)
+        source = load_checkpoint(resolve_checkpoint(init_from, prefer=BEST))
+        # Fine-tuning keeps the network and its tokenizer; only the context may shrink.
+        model_config = source.model_config.replace(block_size=min(model_config.block_size,
+                                                                  source.model_config.block_size),
+                                                   dropout=model_config.dropout)
+        run = cls(out_dir, model_config, train_config.replace(tokenizer=source.tokenizer.name), data_paths, texts,
+                  source=source, step_hook=step_hook)
+        run.extra["init_from"] = str(source.path)
+        base = source.extra.get("base_model") or source.extra.get("source")
+        if base:  # a fine-tune's model card names what it started from, and keeps its licence
+            run.extra["base_model"] = base
+        if "license" in source.extra:
+            run.extra["license"] = source.extra["license"]
+        return run
+
+    def __init__(self, out_dir: str | os.PathLike, model_config: ModelConfig, train_config: TrainConfig,
+                 data_paths: Sequence[str | os.PathLike] | None, texts: Sequence[str] | None, *,
+                 source: Checkpoint | None = None, resumed: bool = False, step_hook: StepHook | None = None):
+        """What every kind of run shares: data, model, trainer and metadata. new, resume and fine_tune
+        check their arguments before they come here."""
+        self.out_dir, self.resumed = Path(out_dir), resumed
+        self.documents = load_texts(data_paths, texts)
+        tokenizer: Tokenizer | str = source.tokenizer if source is not None else train_config.tokenizer
+        self.data = prepare_data(self.documents, tokenizer, model_config.block_size, train_config.val_fraction,
+                                 [str(p) for p in data_paths or ()] + (["pasted text"] if texts else []))
+        if texts and not resumed:
+            # Pasted text lives only in memory: keep a copy, so the run can be resumed later.
+            data_paths = list(data_paths or ()) + self._keep_pasted(texts)
+        if source is None:
+            model_config = model_config.replace(vocab_size=self.data.tokenizer.vocab_size)
+        self.model_config, self.train_config = model_config, train_config
+
+        device = pick_device(train_config.device)
+        torch.manual_seed(train_config.seed)
+        if source is None:
+            model = GPT(model_config)
+        else:
+            model = source.load_model()
+            model.crop_block_size(model_config.block_size)
+            model.set_dropout(model_config.dropout)
+        if resumed:
+            self.extra = source.extra
+        else:
+            paths = [str(Path(p).resolve()) for p in data_paths or ()]
+            self.extra = {"data": {**self.data.description, "paths": paths}, "stats": self.data.stats.as_dict()}
+        self.trainer = Trainer(model, train_config, self.data.dataset, save=self._save, sample=self._sample,
+                               device=device, on_step=step_hook)
+        self._prompt = prompt_ids(self.data.tokenizer)
+        self._sample_config = SampleConfig(max_new_tokens=train_config.sample_tokens, temperature=0.8,
+                                           seed=train_config.seed)
+
+    def _keep_pasted(self, texts: Sequence[str]) -> list[Path]:
+        folder = self.out_dir / "data"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, text in enumerate(texts, 1):
+            path = folder / f"pasted-{i}.txt"
+            path.write_text(text, encoding="utf-8")
+            paths.append(path)
+        return paths
+
+    def _save(self, label: str, trainer_state: dict | None, metrics: dict) -> str:
+        return str(save_checkpoint(self.out_dir / label, self.trainer.model, self.model_config, self.data.tokenizer,
+                                   train_config=self.train_config, trainer_state=trainer_state,
+                                   step=self.trainer.step, metrics=metrics, extra=self.extra))
+
+    def _sample(self, model) -> str:
+        ids = list(generate(model, self._prompt, self._sample_config, eot=self.data.tokenizer.eot))
+        return self.data.tokenizer.decode(self._prompt + ids)
+
+    def events(self, stop: threading.Event | None = None) -> Iterator[Event]:
+        if not self.resumed:
+            self._save(INIT, None, {})  # the untrained weights, for honest before/after comparisons
+        with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as log:
+            for event in self.trainer.run(stop):
+                log.write(json.dumps(event.as_dict()) + "\n")
+                log.flush()
+                if event.kind == "done":
+                    # The whole history (a resumed run's too), for the model card and the README.
+                    save_loss_plot(read_events(self.out_dir), self.out_dir / LOSS_PLOT, self.model_config.vocab_size)
+                yield event
+
+
+def _check_new_run(model_config: ModelConfig | None, train_config: TrainConfig | None,
+                   out_dir: str | os.PathLike | None) -> None:
+    if model_config is None or train_config is None or out_dir is None:
+        raise ConfigError("A new run needs a model config, a train config and an output folder.")
+    if (Path(out_dir) / LAST).exists() or (Path(out_dir) / METRICS_FILE).exists():
+        raise ConfigError(f"{out_dir} already holds a run. Resume it (--resume {out_dir}), "
+                          "or choose another output folder.")
