@@ -276,3 +276,31 @@ class LoadedModels:
                     self._models.pop(next(iter(self._models)))
                 self._models[key] = (model, checkpoint.tokenizer)
             return self._models[key]
+
+
+def _public(value, key: str = ""):
+    """`value` with server paths reduced to file names, for what leaves the server."""
+    if isinstance(value, dict):
+        return {k: _public(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_public(v, key) for v in value]
+    if isinstance(value, str) and (os.path.isabs(value) or key in ("paths", "sources", "init_from")):
+        return Path(value).name or value
+    return value
+
+
+def zip_for_sharing(folder: str | os.PathLike, archive: str | os.PathLike) -> Path:
+    """The checkpoint as a zip to hand to someone else: the same files, with the server's paths in
+    config.json (where the data and a fine-tune's base came from) reduced to file names."""
+    folder, archive = Path(folder), Path(archive)
+    tmp = archive.with_name(f".{archive.name}.{secrets.token_hex(4)}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(p for p in folder.iterdir() if p.is_file()):
+            if path.name == CONFIG_FILE:
+                meta = json.loads(path.read_text(encoding="utf-8"))
+                meta["extra"] = _public(meta.get("extra") or {})
+                zf.writestr(CONFIG_FILE, json.dumps(meta, indent=2))
+            else:
+                zf.write(path, path.name)
+    os.replace(tmp, archive)
+    return archive

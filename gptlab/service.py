@@ -22,8 +22,8 @@ from matplotlib.figure import Figure
 
 from gptlab import views
 from gptlab.views import Comparison, LiveView, NextToken, Preview, RunComparison, SweepRow
-from gptlab.admission import Slots
-from gptlab.checkpoint import BEST, INIT, LAST, LoadedModels, best_or_last, unpack_upload
+from gptlab.admission import Slots, TrainingCaps
+from gptlab.checkpoint import BEST, INIT, LAST, LoadedModels, best_or_last, unpack_upload, zip_for_sharing
 from gptlab.config import ModelConfig, SampleConfig, TrainConfig, vocab_size_for
 from gptlab.data import DataError, load_texts, prepare_data
 from gptlab.events import EvalEvent
@@ -62,9 +62,11 @@ class Limits:
 
 
 class Lab:
-    def __init__(self, runs_dir: str | os.PathLike = "runs", *, max_concurrent: int = 1, limits: Limits | None = None):
-        self.registry = RunRegistry(runs_dir, max_concurrent=max_concurrent)
-        self.limits = limits or Limits()
+    def __init__(self, runs_dir: str | os.PathLike = "runs", *, max_concurrent: int = 1, limits: Limits | None = None,
+                 caps: TrainingCaps | None = None):
+        # Absolute, so every path a message might quote is one views.without_paths recognises.
+        self.registry = RunRegistry(Path(runs_dir).resolve(), max_concurrent=max_concurrent)
+        self.limits, self.caps = limits or Limits(), caps or TrainingCaps()
         self._plot_prefs: dict[str, tuple[bool, str]] = {}
         self._models = LoadedModels()
         limits = self.limits
@@ -175,7 +177,7 @@ class Lab:
         info = self.registry.get(owner, run_id)
         log_scale, x = self._plot_prefs.get(owner, (False, "step"))
         vocab = info.model.get("vocab_size")
-        return LiveView(owner=owner, run_id=run_id, status=views.run_status_markdown(info, events),
+        return LiveView(owner=owner, run_id=run_id, status=views.without_paths(views.run_status_markdown(info, events)),
                         progress=round(100 * views.progress_fraction(info, events), 1),
                         loss=loss_figure(events, vocab, log_scale=log_scale, x=x) if loss else None,
                         dynamics=dynamics_figure(events) if dynamics else None,
@@ -227,8 +229,12 @@ class Lab:
         model_config, train_config = self._configs(tokenizer, settings)
         init_from = self._pretrained_gpt2() if start_from == START_FROM[1] else None
         paths, texts = self._documents(source, files, pasted)
+        sized = model_config.replace(vocab_size=vocab_size_for(tokenizer))
         if init_from is None:
-            self._check_size(model_config.replace(vocab_size=vocab_size_for(tokenizer)))
+            self._check_size(sized)
+        else:
+            sized = ModelConfig.preset("gpt2", block_size=min(model_config.block_size, 1024))
+        train_config = self.caps.admit(sized, train_config)
         run_id = self.registry.start(owner, model_config=model_config, train_config=train_config,
                                      data_paths=paths, texts=texts, init_from=init_from)
         yield from self.watch(owner, run_id)
@@ -259,6 +265,9 @@ class Lab:
         info = self.registry.get(owner, run_id)
         limits = TrainConfig.from_form({"max_steps": max_steps, "max_time": max_time},
                                        **{k: v for k, v in info.train.items() if k not in ("max_steps", "max_time")})
+        if limits.max_steps <= info.step:
+            raise RunError(f"This run is at step {info.step:,}; set max steps above that to train it further.")
+        limits = self.caps.admit(ModelConfig.from_dict(info.model), limits)
         self.registry.start(owner, resume_id=run_id, train_config=limits)
         yield from self.watch(owner, run_id)
 
@@ -291,8 +300,7 @@ class Lab:
         files = []
         checkpoint = best_or_last(folder)
         if checkpoint is not None:
-            files.append(Path(shutil.make_archive(str(out / f"gptlab-{run_id}-{checkpoint.name}"), "zip",
-                                                  root_dir=checkpoint)))
+            files.append(zip_for_sharing(checkpoint, out / f"gptlab-{run_id}-{checkpoint.name}.zip"))
         events = self.registry.events(owner, run_id)
         (out / "metrics.csv").write_text(views.metrics_csv(events), encoding="utf-8")
         (out / "metrics.jsonl").write_text("".join(json.dumps(e.as_dict()) + "\n" for e in events), encoding="utf-8")

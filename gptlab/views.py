@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Sequence, TypeVar
 
@@ -26,6 +27,16 @@ def show_token(text: str) -> str:
 
 def token_text(tokenizer: Tokenizer, token_id: int) -> str:
     return show_token(tokenizer.decode_bytes([token_id]).decode("utf-8", errors="replace"))
+
+
+# An absolute POSIX or Windows path: what a message may hold when it names a file on the server.
+_PATH = re.compile(r"""(?<![\w.:/\\])(?:[A-Za-z]:)?(?:[/\\][^\s/\\'"`,;:()]+)+[/\\]?""")
+
+
+def without_paths(text: str) -> str:
+    """`text` with every absolute path reduced to its last part: what leaves the server names a file,
+    never where it lives."""
+    return _PATH.sub(lambda m: m.group(0).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] or m.group(0), text)
 
 
 def stats_markdown(stats: DataStats, tokenizer: Tokenizer, block_size: int) -> str:

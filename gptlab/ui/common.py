@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 
 from gptlab.threads import use_one_thread
+from gptlab.views import without_paths
 
 log = logging.getLogger("gptlab.ui")
 
@@ -41,9 +42,9 @@ def session(runs_root: Path) -> Session:
 
 
 def to_user_error(e: Exception) -> gr.Error:
-    if isinstance(e, ValueError):
+    if isinstance(e, ValueError):  # the library's sentences; a path in one is cut to the file's name
         log.info("refused: %s", " ".join(str(e).split()))
-        return gr.Error(str(e).strip() or type(e).__name__)
+        return gr.Error(without_paths(str(e).strip()) or type(e).__name__)
     log.error("request failed", exc_info=e)
     return gr.Error(SERVER_FAULT)
 

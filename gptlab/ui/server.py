@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from gptlab.admission import TrainingCaps
 from gptlab.service import Lab, Limits
 
 log = logging.getLogger("gptlab.ui")
@@ -34,13 +35,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-concurrent-trainings", type=int, default=1, help="trainings at once (default 1)")
     p.add_argument("--max-params", type=int, default=Limits.max_params, help="largest model, in parameters")
     p.add_argument("--max-upload-mb", type=float, default=Limits.max_upload_mb, help="largest upload, in MB")
+    p.add_argument("--max-run-minutes", type=float, default=TrainingCaps.max_seconds / 60,
+                   help="every run stops after this long (default %(default)g)")
+    p.add_argument("--max-steps-per-run", type=int, default=TrainingCaps.max_steps,
+                   help="the most optimiser steps a run may ask for (default %(default)s)")
+    p.add_argument("--max-train-memory-mb", type=float, default=TrainingCaps.max_memory_mb,
+                   help="largest training-memory estimate a run may have (default %(default)g)")
     args = p.parse_args(argv)
     try:
         args.credentials = credentials(args.auth, args.auth_file, os.environ.get(AUTH_ENV))
     except ValueError as e:
         p.error(str(e))
-    if args.max_concurrent_trainings < 1 or args.max_params < 1 or args.max_upload_mb <= 0:
-        p.error("--max-concurrent-trainings, --max-params and --max-upload-mb must be positive")
+    numbers = ("max_concurrent_trainings", "max_params", "max_upload_mb", "max_run_minutes", "max_steps_per_run",
+               "max_train_memory_mb")
+    if not all(0 < getattr(args, n) < float("inf") for n in numbers):
+        p.error(", ".join("--" + n.replace("_", "-") for n in numbers) + " must be positive numbers")
     return args
 
 
@@ -106,7 +115,9 @@ def main(argv=None) -> None:
     if os.environ.get("SPACE_ID") and Path("/data").is_dir() and args.runs_dir == "runs":
         args.runs_dir = "/data/runs"  # Spaces' persistent storage, when the Space has it
     lab = Lab(args.runs_dir, max_concurrent=args.max_concurrent_trainings,
-              limits=Limits(max_params=args.max_params, max_upload_mb=args.max_upload_mb))
+              limits=Limits(max_params=args.max_params, max_upload_mb=args.max_upload_mb),
+              caps=TrainingCaps(max_steps=args.max_steps_per_run, max_seconds=args.max_run_minutes * 60,
+                                max_memory_mb=args.max_train_memory_mb))
     host = "0.0.0.0" if os.environ.get("SPACE_ID") else args.host
     for warning in exposure_warnings(host, args.share, args.credentials is not None):
         log.warning(warning)

@@ -143,3 +143,21 @@ def test_a_config_that_does_not_match_the_weights_lists_the_problem_without_path
     message = str(info.value)
     assert message.startswith("This checkpoint is not a usable gptlab checkpoint") and "h.1." in message
     assert str(lab.registry.root) not in message and str(tmp_path) not in message
+
+
+def test_a_downloaded_checkpoint_names_its_data_by_file_name_not_server_path(tmp_path):
+    import json
+
+    lab = Lab(tmp_path / "runs", limits=Limits(poll_seconds=0.05))
+    data = tmp_path / "secret-folder" / "my-notes.txt"
+    data.parent.mkdir()
+    data.write_text("to be or not to be, that is the question. " * 60, encoding="utf-8")
+    settings = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, max_steps=2, eval_interval=2,
+                    eval_batches=1, sample_interval=0, max_time=0, patience=0)
+    final = list(lab.start(owner="", source="Upload files", files=[str(data)], pasted="", tokenizer="char",
+                           start_from="Scratch (random weights)", settings=settings))[-1]
+    archive = lab.downloads(owner=final.owner, run_id=final.run_id)[0]
+    config = zipfile.ZipFile(archive).read("config.json").decode()
+    assert str(tmp_path) not in config and "secret-folder" not in config
+    assert json.loads(config)["extra"]["data"]["paths"] == ["01-my-notes.txt"]
+    assert sample(lab, archive).startswith("he")  # still a checkpoint that loads
