@@ -21,7 +21,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from matplotlib.figure import Figure
 
 from gptlab import views
-from gptlab.views import Comparison, LiveView, NextToken, Preview, RunComparison, SweepRow
+from gptlab.views import Comparison, LiveView, NextToken, Preview, RunComparison, Sample, SweepRow
 from gptlab.admission import Slots, TrainingCaps
 from gptlab.checkpoint import BEST, INIT, LAST, LoadedModels, best_or_last, unpack_upload, zip_for_sharing
 from gptlab.config import ModelConfig, SampleConfig, TrainConfig, vocab_size_for
@@ -348,17 +348,21 @@ class Lab:
     # -- sample and compare ----------------------------------------------------------------------
 
     def sample(self, *, owner: str | None, run_id: str | None, which: str, upload: str | None, prompt: str | None,
-               decoding: Mapping[str, Any]) -> Iterator[str]:
+               decoding: Mapping[str, Any]) -> Iterator[Sample]:
         """The prompt and its continuation, growing token by token (never half a character)."""
         config = self._sample_config(decoding)
         model, tokenizer = self._loaded(self._checkpoint_folder(owner, run_id, which, upload))
-        ids = generate(model, self._prompt_ids(tokenizer, prompt or ""), config, eot=tokenizer.eot)
+        start = self._prompt_ids(tokenizer, prompt or "")
+        context = model.config.block_size
+        note = (f"The prompt is {len(start):,} tokens long; the model reads only the last {context:,} of them "
+                "(its context length)." if len(start) > context else "")
+        ids = generate(model, start, config, eot=tokenizer.eot)
         with self.generations.hold(self._who(owner)):
             text = prompt or ""
-            yield text
+            yield Sample(text, note)
             for piece in stream_text(ids, tokenizer, stop=config.stop):
                 text += piece
-                yield text
+                yield Sample(text, note)
 
     def next_tokens(self, *, owner: str | None, run_id: str | None, which: str, upload: str | None,
                     prompt: str | None, decoding: Mapping[str, Any], top_n: int = 15) -> list[NextToken]:

@@ -148,6 +148,12 @@ class LiveView:
 
 
 @dataclass(frozen=True)
+class Sample:
+    text: str  # the prompt and the continuation so far
+    note: str = ""  # what the user should know about the prompt (it was cropped to the context)
+
+
+@dataclass(frozen=True)
 class NextToken:
     token: str  # white space made visible
     id: int

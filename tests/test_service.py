@@ -289,8 +289,8 @@ def test_invalid_decoding_settings_become_messages(trained, changes, expected):
 
 def test_sampling_streams_the_text_and_ignores_controls_the_strategy_does_not_use(trained):
     lab, owner, run_id, _ = trained
-    texts = list(lab.sample(owner=owner, run_id=run_id, which="best", upload=None, prompt="the ",
-                            decoding=decoding(max_new_tokens=12, top_k=-3, num_beams=1)))  # greedy: both unused
+    texts = [s.text for s in lab.sample(owner=owner, run_id=run_id, which="best", upload=None, prompt="the ",
+                                        decoding=decoding(max_new_tokens=12, top_k=-3, num_beams=1))]  # greedy: both unused
     assert texts[0] == "the " and len(texts[-1]) == len("the ") + 12
     assert all(b.startswith(a) for a, b in zip(texts, texts[1:]))
     top = lab.next_tokens(owner=owner, run_id=run_id, which="best", upload=None, prompt="the ", decoding=decoding())
@@ -313,14 +313,14 @@ def test_sampling_needs_a_checkpoint_to_sample_from(lab, tmp_path):
 
 def upload_sample(lab, archive, max_new_tokens=4) -> str:
     return list(lab.sample(owner="", run_id=None, which="uploaded .zip", upload=str(archive), prompt="the ",
-                           decoding=decoding(max_new_tokens=max_new_tokens)))[-1]
+                           decoding=decoding(max_new_tokens=max_new_tokens)))[-1].text
 
 
 def test_sampling_from_an_uploaded_checkpoint_zip(trained, tmp_path):
     lab, owner, run_id, _ = trained
     archive = shutil.make_archive(str(tmp_path / "mine"), "zip", root_dir=lab.registry.folder(owner, run_id) / "best")
     from_run = list(lab.sample(owner=owner, run_id=run_id, which="best", upload=None, prompt="the ",
-                               decoding=decoding(max_new_tokens=12)))[-1]
+                               decoding=decoding(max_new_tokens=12)))[-1].text
     assert upload_sample(lab, archive, 12) == from_run and len(from_run) == len("the ") + 12
 
 
@@ -377,3 +377,21 @@ def test_compare_sweep_and_run_against_run(trained):
 
 def test_the_service_does_not_load_gradio():
     assert "gradio" not in sys.modules or "gptlab.ui" in sys.modules  # this file never imports the UI
+
+
+def test_prompts_empty_too_long_or_outside_the_vocabulary(trained):
+    lab, owner, run_id, _ = trained
+
+    def run(prompt):
+        return list(lab.sample(owner=owner, run_id=run_id, which="best", upload=None, prompt=prompt,
+                               decoding=decoding(max_new_tokens=6)))
+
+    empty = run("")  # a char model starts from a newline
+    assert empty[0].text == "" and len(empty[-1].text) == 6 and not empty[-1].note
+    long = run("the quick brown fox " * 3)  # 60 characters; the model's context is 32
+    assert long[-1].note == ("The prompt is 60 tokens long; the model reads only the last 32 of them "
+                             "(its context length).")
+    assert long[-1].text.startswith("the quick brown fox " * 3) and len(long[-1].text) == 66
+    with pytest.raises(ValueError, match="never saw in training: '😀'. Remove or replace them") as info:
+        run("the 😀 emoji")
+    assert "😀" in str(info.value)

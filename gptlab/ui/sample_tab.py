@@ -81,9 +81,13 @@ def build(lab: Lab, session: Session) -> SampleTab:
 
     @user_errors
     def sample(owner, run_id, which, upload, prompt, **decoding):
-        for text in lab.sample(owner=owner, run_id=run_id, which=which, upload=upload, prompt=prompt,
-                               decoding=decoding):
-            yield {tab.output: text}
+        noted = False
+        for sample in lab.sample(owner=owner, run_id=run_id, which=which, upload=upload, prompt=prompt,
+                                 decoding=decoding):
+            if sample.note and not noted:
+                gr.Warning(sample.note)
+                noted = True
+            yield {tab.output: sample.text}
 
     @user_errors
     def next_tokens(owner, run_id, which, upload, prompt, **decoding):

@@ -34,7 +34,7 @@ def test_one_owner_has_at_most_two_generations_running(run):
     with pytest.raises(BusyError, match="You already have 2 generations running"):
         next(stream(lab, owner, run_id))
     first.close()  # a closed tab gives its slot back
-    assert next(stream(lab, owner, run_id)).startswith("to")
+    assert next(stream(lab, owner, run_id)).text.startswith("to")
     second.close()
 
 

@@ -51,7 +51,7 @@ def checkpoint_files(folder: Path, prefix: str = "") -> dict[str, bytes]:
 
 def sample(lab, archive) -> str:
     return list(lab.sample(owner="", run_id=None, which="uploaded .zip", upload=str(archive), prompt="he",
-                           decoding=GREEDY))[-1]
+                           decoding=GREEDY))[-1].text
 
 
 def no_leftovers(lab) -> bool:

@@ -1,0 +1,37 @@
+"""Expected user errors cost the server log one line each; unexpected ones keep their traceback there
+and show the browser a sentence."""
+
+import logging
+
+import gradio as gr
+import pytest
+
+from gptlab.ui.common import SERVER_FAULT, user_errors
+
+
+def test_a_user_error_logs_one_line_without_a_traceback(caplog):
+    caplog.set_level(logging.INFO, logger="gptlab.ui")
+
+    @user_errors
+    def handler():
+        raise ValueError("n_layer must be a whole number, got 1.5.\nTry 2.")
+
+    for _ in range(3):
+        with pytest.raises(gr.Error, match="n_layer must be a whole number"):
+            handler()
+    records = [r for r in caplog.records if r.name == "gptlab.ui"]
+    assert len(records) == 3 and all(r.exc_info is None and "\n" not in r.getMessage() for r in records)
+
+
+def test_an_unexpected_error_keeps_its_detail_in_the_log_only(caplog):
+    caplog.set_level(logging.INFO, logger="gptlab.ui")
+
+    @user_errors
+    def handler():
+        raise KeyError("/srv/secret/path")
+
+    with pytest.raises(gr.Error) as info:
+        handler()
+    assert info.value.message == SERVER_FAULT and "/srv" not in str(info.value)
+    (record,) = [r for r in caplog.records if r.name == "gptlab.ui"]
+    assert record.exc_info is not None and "/srv/secret/path" in caplog.text
