@@ -34,6 +34,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from gptlab.checkpoint import load_checkpoint
+from tests.forms import PASTE, SCRATCH, decoding, hyper
 from gptlab.config import MODEL_FORM, SAMPLE_FORM, TRAIN_FORM
 from gptlab.service import OWNER_PATTERN, Lab, Limits
 from gptlab.ui import build_demo, launch
@@ -42,29 +43,10 @@ from gptlab.runs import STATUS_FILE
 
 TEXT = ("the quick brown fox jumps over the lazy dog. a stitch in time saves nine.\n"
         "all that glitters is not gold; to be or not to be, that is the question.\n") * 20  # ~3k chars
-PASTE, UPLOAD, SHAKESPEARE = "Paste text", "Upload files", "Bundled Shakespeare"
-SCRATCH = "Scratch (random weights)"
 TIMEOUT = 60.0  # seconds; only reached when something is broken
 PACE = 0.03  # seconds per optimiser step, at least (see the app fixture)
 LONG = 100_000  # max_steps of a run that only ends by being stopped
 STEP = re.compile(r"step (\d+)")
-
-
-def hyper(**overrides) -> dict:
-    """Every hyperparameter the /train endpoint takes, for a model that trains in a few seconds."""
-    return {**dict(n_layer=1, n_head=2, n_embd=32, block_size=32, dropout=0.0, bias=True, activation="gelu", batch_size=8,
-                   grad_accum_steps=1, learning_rate=3e-3, min_lr=3e-4, lr_schedule="cosine", warmup_steps=2,
-                   weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, max_steps=20, max_time=0,
-                   eval_interval=10, eval_batches=2, patience=0, sample_interval=0, seed=1, precision="auto"),
-            **overrides}
-
-
-def decoding(strategy="greedy", temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0,
-             no_repeat_ngram_size=0, num_beams=4, length_penalty=1.0, max_new_tokens=24, seed=1, stop="") -> dict:
-    return dict(strategy=strategy, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-                num_beams=num_beams, length_penalty=length_penalty, max_new_tokens=max_new_tokens, seed=seed,
-                stop=stop)
 
 
 def step_of(status: str) -> int:

@@ -2,16 +2,13 @@
 
 import pytest
 
+from tests.forms import decoding, tiny
 from gptlab.admission import BusyError
 from gptlab.service import Lab, Limits
 
 TEXT = "to be or not to be, that is the question. " * 60
-SETTINGS = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, dropout=0.0, bias=True, activation="gelu",
-                batch_size=4, grad_accum_steps=1, learning_rate=3e-3, min_lr=3e-4, lr_schedule="cosine",
-                warmup_steps=1, weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, max_steps=4, max_time=0,
-                eval_interval=2, eval_batches=1, patience=0, sample_interval=0, seed=1, precision="auto")
-GREEDY = dict(strategy="greedy", temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0,
-              no_repeat_ngram_size=0, num_beams=4, length_penalty=1.0, max_new_tokens=20, seed=1, stop="")
+SETTINGS = tiny()
+GREEDY = decoding(max_new_tokens=20)
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,12 @@ import time  # noqa: E402
 import httpx  # noqa: E402
 import pytest  # noqa: E402
 
+from tests.forms import decoding, tiny  # noqa: E402
 from gptlab.service import Lab, Limits  # noqa: E402
 
 TEXT = "to be or not to be, that is the question. " * 60
-SETTINGS = dict(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4, max_steps=4, eval_interval=2,
-                eval_batches=1, sample_interval=0, max_time=0, patience=0)
-GREEDY = dict(strategy="greedy", max_new_tokens=4, seed=1)
+SETTINGS = tiny()
+GREEDY = decoding(max_new_tokens=4)
 TRAVERSALS = ["..", "../..", "../../etc/passwd", "/etc/passwd", "..\\..\\windows", "%2e%2e%2f", "....//",
               "a/../../b", "./", ".", "", " ", "\x00", "_uploads", "_downloads", "_pretrained", ".browser-secret",
               "runs/../..", "~root", "C:\\Windows"]

@@ -14,9 +14,9 @@ from gptlab.config import ModelConfig
 from gptlab.model import GPT
 from gptlab.service import Lab, Limits
 from gptlab.tokenizers import CharTokenizer
+from tests.forms import decoding
 
-GREEDY = dict(strategy="greedy", temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0,
-              no_repeat_ngram_size=0, num_beams=4, length_penalty=1.0, max_new_tokens=4, seed=1, stop="")
+GREEDY = decoding(max_new_tokens=4)
 
 
 class Boom:
