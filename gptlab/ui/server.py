@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import secrets
+import signal
 import threading
 import time
 from pathlib import Path
@@ -121,5 +122,19 @@ def main(argv=None) -> None:
     host = "0.0.0.0" if os.environ.get("SPACE_ID") else args.host
     for warning in exposure_warnings(host, args.share, args.credentials is not None):
         log.warning(warning)
-    launch(build_demo(lab), lab, server_name=host, server_port=args.port, share=args.share,
+    demo = build_demo(lab)
+    stop_runs_on_sigterm(lab, demo)
+    launch(demo, lab, server_name=host, server_port=args.port, share=args.share,
            auth=throttled_login(*args.credentials) if args.credentials else None)
+
+
+def stop_runs_on_sigterm(lab: Lab, demo: gr.Blocks, timeout_s: float = 60.0) -> None:
+    """A Space restart sends SIGTERM: stop every run first, so each saves its last/ checkpoint and
+    is marked stopped (resumable), then close the server."""
+    def stop(signum, frame):
+        log.warning("SIGTERM: stopping every run (each saves its last checkpoint), then exiting")
+        lab.registry.stop_all(timeout_s)
+        demo.close()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
