@@ -106,8 +106,18 @@ def tokenize_corpus(documents: Sequence[str], tokenizer_kind: str) -> tuple[Toke
 # Split, windows and batches
 
 
+def _exact(val_fraction: float) -> Fraction:
+    try:
+        f = Fraction(str(val_fraction))  # exact: 90 * 0.7 is 63, not 62.99
+    except (ValueError, TypeError):  # nan, inf, text
+        f = None
+    if f is None or not 0 < f < 1:
+        raise DataError(f"val_fraction must be between 0 and 1 (e.g. 0.1), got {val_fraction}.")
+    return f
+
+
 def split_sizes(n_tokens: int, val_fraction: float) -> tuple[int, int]:
-    n_train = math.floor(n_tokens * (1 - Fraction(str(val_fraction))))  # exact: 90 * 0.7 is 63, not 62.99
+    n_train = math.floor(n_tokens * (1 - _exact(val_fraction)))
     return n_train, n_tokens - n_train
 
 
@@ -117,12 +127,14 @@ def largest_block_size(n_tokens: int, val_fraction: float = 0.1) -> int:
 
 
 def min_tokens_for(block_size: int, val_fraction: float = 0.1) -> int:
-    n = math.ceil((block_size + 1) / min(val_fraction, 1.0 - val_fraction))
-    while largest_block_size(n - 1, val_fraction) >= block_size:
-        n -= 1
-    while largest_block_size(n, val_fraction) < block_size:
-        n += 1
-    return n
+    """The fewest tokens whose split holds a window of block_size + 1 tokens on each side.
+
+    Solved exactly rather than searched: a search steps one token at a time, and a context length
+    of 1e22 from a form kept it (and the GIL) busy forever. With q = 1 - f, the train split
+    floor(n q) reaches b + 1 from n = ceil((b + 1) / q) on, and the validation split
+    n - floor(n q) = ceil(n f) does from n = floor(b / f) + 1 on."""
+    f, b = _exact(val_fraction), max(0, int(block_size))
+    return max(math.ceil((b + 1) / (1 - f)), math.floor(b / f) + 1)
 
 
 @dataclass(frozen=True)

@@ -416,3 +416,30 @@ def test_minimum_size_for_a_long_context():
             need = min_tokens_for(block, f)
             assert largest_block_size(need, f) >= block > largest_block_size(need - 1, f)
             assert block / f < need <= math.ceil((block + 1) / f)  # the val split is the binding one
+
+
+def test_minimum_size_for_a_huge_context_is_exact_and_instant():
+    # A context length of 1e22 typed into the Data tab once kept the step-by-step search (and the GIL)
+    # busy forever; the closed form answers at once, exactly.
+    import signal
+
+    def too_slow(*_):
+        raise TimeoutError("min_tokens_for searched instead of solving")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(5)
+    try:
+        for block in (10**22, 10**100, 2**63 + 1):
+            for f in (0.1, 0.01, 1 / 3, 0.9):
+                need = min_tokens_for(block, f)
+                assert largest_block_size(need, f) >= block > largest_block_size(need - 1, f), (block, f)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("val_fraction", [0, 1, -0.5, 1.5, float("nan"), float("inf")])
+def test_split_arithmetic_refuses_a_fraction_outside_0_and_1(val_fraction):
+    for call in (lambda: split_sizes(100, val_fraction), lambda: min_tokens_for(8, val_fraction)):
+        with pytest.raises(DataError, match=r"val_fraction must be between 0 and 1 \(e\.g\. 0\.1\)"):
+            call()
