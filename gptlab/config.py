@@ -124,8 +124,10 @@ class TrainConfig:
     min_lr: float = setting(1e-4, "learning rate at the end of the decay")
     lr_schedule: str = setting("cosine", "after warmup: cosine or linear decay, wsd (flat, then a linear cool-down "
                                          "over the last 30%), or constant", choices=LR_SCHEDULES)
-    warmup_steps: int = setting(100, "steps of linear warmup from 0 to the peak learning rate",
-                                bounds=(0, MAX_STEPS))
+    # Not refused above max_steps: a preset's warmup with a short trial run (--max-steps 20) is the
+    # common case, and the rate then just rises for the whole run, as lr_at documents.
+    warmup_steps: int = setting(100, "steps of linear warmup from 0 to the peak learning rate (more than "
+                                     "max_steps is allowed: the rate then rises all run)", bounds=(0, MAX_STEPS))
     weight_decay: float = setting(0.1, "AdamW weight decay on Linear weights (not biases, norms, embeddings)")
     beta1: float = setting(0.9, "AdamW's first-moment decay")
     beta2: float = setting(0.99, "AdamW's second-moment decay (0.99 suits small models, 0.95 large ones)")
@@ -189,7 +191,9 @@ class TrainConfig:
 
     def lr_at(self, step: int, time_fraction: float = 0.0) -> float:
         """Learning rate at `step`: linear warmup, then the chosen decay to min_lr. With a wall-time
-        budget the decay follows whichever is further along, the steps or the clock."""
+        budget the decay follows whichever is further along, the steps or the clock. A warmup longer
+        than the run never reaches the peak: the rate rises to learning_rate * max_steps /
+        (warmup_steps + 1) at the last step, and there is no decay."""
         if step < self.warmup_steps:
             return self.learning_rate * (step + 1) / (self.warmup_steps + 1)
         if self.lr_schedule == "constant":

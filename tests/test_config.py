@@ -351,6 +351,16 @@ def test_warmup_longer_than_training_does_not_crash():
     assert all(0 < lr <= c.learning_rate for lr in lrs)
 
 
+def test_warmup_longer_than_the_run_is_documented_as_allowed_and_rises_all_run():
+    # Allowed rather than refused (a preset's warmup with --max-steps 20 is the common case), so the
+    # help a user reads in --help and in the app says what happens.
+    assert "more than max_steps is allowed" in TrainConfig.__dataclass_fields__["warmup_steps"].metadata["help"]
+    c = _schedule(warmup_steps=500, max_steps=100)
+    lrs = [c.lr_at(s) for s in range(c.max_steps)]
+    assert all(b > a for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] == pytest.approx(c.learning_rate * c.max_steps / (c.warmup_steps + 1))
+
+
 def test_wsd_schedule_is_flat_then_cools_down_linearly():
     c = TrainConfig(lr_schedule="wsd", max_steps=1000, warmup_steps=100, learning_rate=1e-3, min_lr=1e-4)
     assert c.lr_at(100) == c.lr_at(500) == c.lr_at(730) == pytest.approx(1e-3)  # flat for 70% after warmup
