@@ -44,10 +44,62 @@ def clean_text(text: str) -> str:
     return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
+# Files people upload by mistake, recognised by their first bytes, so the message can say what it is.
+MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+         (b"%PDF", "a PDF"), (b"PK\x03\x04", "a zip archive (a .zip, .docx or .epub)"),
+         (b"\x1f\x8b", "gzip-compressed"), (b"\x7fELF", "a program"))
+# Longest first: UTF-32 LE's mark starts with UTF-16 LE's.
+BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+        (b"\xfe\xff", "UTF-16"))
+SNIFF_BYTES = 65536
+DEFAULT_MAX_BYTES = 200 * 2**20  # 200 MB: a whole bookshelf as text, and far below this machine's memory
+
+
+def _size(n_bytes: int) -> str:
+    for unit, scale in (("MB", 2**20), ("KB", 2**10)):
+        if n_bytes >= scale:
+            return f"{round(n_bytes / scale, 1):g} {unit}"
+    return f"{n_bytes} bytes"
+
+
+def _wide_encoding(sample: bytes) -> str | None:
+    """"UTF-16" or "UTF-32" where NULs sit in the places those encodings leave them for Latin text
+    (the high bytes of each code unit) and almost nowhere else; None otherwise. Windows' Notepad
+    and PowerShell write UTF-16, sometimes without a byte-order mark."""
+    for width, codecs in ((2, ("utf-16-le", "utf-16-be")), (4, ("utf-32-le", "utf-32-be"))):
+        units = len(sample) // width
+        if not units:
+            continue
+        share = [sample[i:units * width:width].count(0) / units for i in range(width)]
+        # Little-endian text has its low byte first (no NUL there), big-endian last.
+        for codec, low in zip(codecs, (0, width - 1)):
+            high = [share[i] for i in range(width) if i != low]
+            if share[low] < 0.05 and min(high) > 0.3:
+                try:
+                    sample[:units * width].decode(codec)
+                except UnicodeDecodeError:
+                    continue
+                return codec[:6].upper()
+    return None
+
+
 def decode_text(raw: bytes, name: str = "the text") -> str:
-    """Bytes to clean text, or a DataError that says what is wrong with them."""
-    if b"\x00" in raw[:65536]:
-        raise DataError(f"{name} looks like a binary file (it contains NUL bytes); give a plain-text .txt or .md file.")
+    """Bytes to clean text, or a DataError that says what is wrong with them. A UTF-8 byte-order
+    mark is dropped; UTF-16 and UTF-32 are named rather than called binary, since saving as UTF-8
+    is the fix for them."""
+    for magic, kind in MAGIC:
+        if raw.startswith(magic):
+            raise DataError(f"{name} looks like a binary file ({kind}, not text); give a plain-text .txt or .md file.")
+    sample = raw[:SNIFF_BYTES]
+    wide = next((kind for bom, kind in BOMS if raw.startswith(bom)), None)
+    if wide is None and b"\x00" in sample:
+        wide = _wide_encoding(sample)
+        if wide is None:
+            raise DataError(f"{name} looks like a binary file (it contains NUL bytes); give a plain-text .txt or .md "
+                            "file.")
+    if wide is not None:
+        raise DataError(f"{name} looks like {wide} text; save it as UTF-8 and try again (in most editors: "
+                        "Save As, then choose the UTF-8 encoding).")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -55,32 +107,44 @@ def decode_text(raw: bytes, name: str = "the text") -> str:
                         "Save it as UTF-8 and try again.") from None
     text = clean_text(text)
     if not text.strip():
-        raise DataError(f"{name} is empty; it needs some text to learn from.")
+        raise DataError(f"{name} is empty (or only whitespace); give it some text to learn from.")
     return text
 
 
-def read_text_file(path: str | os.PathLike) -> str:
+def read_text_file(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+    """A .txt or .md file as clean text. Messages name the file, never its folder: on a server the
+    folder is an upload directory the user has never seen. A file over `max_bytes` is refused
+    before it is read, so it never sits in memory."""
     path = Path(path)
+    name = path.name or str(path)
     if path.is_dir():
-        raise DataError(f"{path} is a folder; give the text files inside it.")
+        raise DataError(f"{name} is a folder; give the text files inside it.")
     if path.suffix.lower() not in TEXT_SUFFIXES:
-        raise DataError(f"{path.name} is not a .txt or .md file; give plain-text files with one of those endings.")
+        raise DataError(f"{name} is not a .txt or .md file; give plain-text files with one of those endings.")
+    too_big = f"the limit is {_size(max_bytes)}. Give a smaller file, or split it into several."
     try:
-        raw = path.read_bytes()
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise DataError(f"{name} is {_size(size)}; {too_big}")
+        with path.open("rb") as f:
+            raw = f.read(max_bytes + 1)  # a file that grew since stat(), or one stat() cannot size
     except FileNotFoundError:
-        raise DataError(f"{path} does not exist.") from None
+        raise DataError(f"{name} does not exist; check its name and where it is.") from None
     except IsADirectoryError:
-        raise DataError(f"{path} is a folder; give the text files inside it.") from None
+        raise DataError(f"{name} is a folder; give the text files inside it.") from None
     except OSError as e:
-        raise DataError(f"{path} cannot be read: {e.strerror}.") from None
-    return decode_text(raw, path.name)
+        raise DataError(f"{name} cannot be read ({e.strerror}); check that it is a file you may read.") from None
+    if len(raw) > max_bytes:
+        raise DataError(f"{name} is over {_size(max_bytes)}; {too_big}")
+    return decode_text(raw, name)
 
 
-def read_documents(paths: Sequence[str | os.PathLike] | None = None) -> list[str]:
-    """The documents in the given files, or the bundled Shakespeare when no file is given."""
+def read_documents(paths: Sequence[str | os.PathLike] | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> list[str]:
+    """The documents in the given files, or the bundled Shakespeare when no file is given. Each file
+    may hold at most `max_bytes` (default 200 MB); a larger one is refused before it is read."""
     if not paths:
         return [read_text_file(DEFAULT_CORPUS)]
-    return [read_text_file(p) for p in paths]
+    return [read_text_file(p, max_bytes) for p in paths]
 
 
 def encode_documents(documents: Sequence[str], tokenizer: Tokenizer) -> list[int]:
