@@ -30,10 +30,11 @@ class TextTooShortError(DataError):
     def __init__(self, n_tokens: int, block_size: int, min_tokens: int, largest_block_size: int):
         self.n_tokens, self.block_size = n_tokens, block_size
         self.min_tokens, self.largest_block_size = min_tokens, largest_block_size
-        fix = (f"use a context length (block_size) of at most {largest_block_size}, or add more text"
+        fix = (f"use a context length (block_size) of at most {largest_block_size:,}, or add more text"
                if largest_block_size >= 1 else "add more text")
-        super().__init__(f"The text is too short for a context length of {block_size}: it has {n_tokens} tokens, "
-                         f"and training plus validation need at least {min_tokens}. To fix it, {fix}.")
+        super().__init__(f"The text is too short for a context length of {block_size:,}: it has {n_tokens:,} "
+                         f"token{'' if n_tokens == 1 else 's'}, and training plus validation need at least "
+                         f"{min_tokens:,}. To fix it, {fix}.")
 
 
 # --------------------------------------------------------------------------------------------
