@@ -65,11 +65,6 @@ def _finite_float(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _off_hint(f) -> str:
-    off = f.metadata.get("off")
-    return f" ({off:g}: off)" if isinstance(off, (int, float)) else (" or None" if f.default is None else "")
-
-
 def check_types(config) -> None:
     """Each field's value has its annotated type, or a ConfigError names the field. Whole numbers
     given as floats (3.0, from JSON or a form) become ints and numbers become floats where a float
@@ -86,7 +81,8 @@ def check_types(config) -> None:
             check(whole(value), f"{f.name} must be a whole number, got {shown(value)}.")
             object.__setattr__(config, f.name, int(value))
         elif kind == "float":
-            check(_is_number(value), f"{f.name} must be a number{_off_hint(f)}, got {value!r}.")
+            optional = " or None" if f.type.endswith("| None") else ""
+            check(_is_number(value), f"{f.name} must be a number{optional}, got {value!r}.")
             number = _finite_float(value)
             check(number is not None, f"{f.name} must be a finite number, got {shown(value)}.")
             object.__setattr__(config, f.name, number)
@@ -98,8 +94,7 @@ def check_bounds(config) -> None:
         value, bounds = getattr(config, f.name), f.metadata.get("bounds")
         if bounds is not None and value is not None:
             low, high = bounds
-            check(low <= value <= high, f"{f.name} must be between {low:,} and {high:,}"
-                                        f"{_off_hint(f) if low > 0 else ''}, got {shown(value)}.")
+            check(low <= value <= high, f"{f.name} must be between {low:,} and {high:,}, got {shown(value)}.")
 
 
 def from_form(cls, values: dict[str, Any], **fixed):
