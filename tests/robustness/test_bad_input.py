@@ -218,6 +218,26 @@ def test_huge_values_in_every_size_field_name_the_range(param, tmp_path):
     assert time.perf_counter() - start < 5  # refused, not attempted
 
 
+@pytest.mark.parametrize("block_size, expected", [
+    (1e22, "block_size must be between 1 and 65,536, got 1e+22."),
+    (1e300, "block_size must be between 1 and 65,536, got 1e+300."),
+    (math.inf, "block_size must be a whole number, got inf."),
+])
+def test_the_data_tabs_preview_answers_a_huge_context_at_once(tmp_path, block_size, expected):
+    # /preview with a block_size of 1e22 never returned: the data code searched for its minimum
+    # size one token at a time, holding the GIL. A thread, so a regression fails instead of hanging.
+    import threading
+
+    from gptlab.service import SOURCES, Lab
+
+    answer = []
+    worker = threading.Thread(target=lambda: answer.append(Lab(tmp_path / "runs").preview(
+        source=SOURCES[2], files=None, pasted=TEXT, tokenizer="char", block_size=block_size)), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert answer and answer[0].message == f"**Problem**: {expected}"
+
+
 def test_a_long_context_string_on_the_command_line_is_refused_not_hung(tmp_path):
     # argparse's int() takes any number of digits; this one hung the data code's search.
     message = cli_error(["train", "--preset", "tiny", "--block-size", "1" + "0" * 22, "--out", tmp_path / "r"])
