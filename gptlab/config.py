@@ -56,7 +56,7 @@ class ModelConfig:
                f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}.")
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}.")
         _check(self.activation in ACTIVATIONS,
-               f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}.")
+               f"activation must be one of {', '.join(ACTIVATIONS)}, got {shown(self.activation)}.")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
@@ -156,23 +156,23 @@ class TrainConfig:
 
     def __post_init__(self):
         check_types(self)
-        _check(self.tokenizer in TOKENIZERS, f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}.")
+        _check(self.tokenizer in TOKENIZERS, f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {shown(self.tokenizer)}.")
         _check(0.0 < self.val_fraction < 1.0, f"val_fraction must be between 0 and 1 (e.g. 0.1), got {self.val_fraction}.")
         _check(self.patience is None or self.patience > 0,
-               f"patience must be a positive number of evaluations, or None to turn early stopping off; got {self.patience!r}.")
+               f"patience must be a positive number of evaluations, or None to turn early stopping off; got {shown(self.patience)}.")
         check_bounds(self)
         _check(self.learning_rate > 0, f"learning_rate must be above 0, got {self.learning_rate}.")
         _check(0 <= self.min_lr <= self.learning_rate,
                f"min_lr must be between 0 and learning_rate ({self.learning_rate}), got {self.min_lr}.")
         _check(self.lr_schedule in LR_SCHEDULES,
-               f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}.")
+               f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {shown(self.lr_schedule)}.")
         _check(self.weight_decay >= 0, f"weight_decay must be 0 or more, got {self.weight_decay}.")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}.")
         _check(self.grad_clip >= 0, f"grad_clip must be 0 (off) or more, got {self.grad_clip}.")
         _check(self.max_time is None or self.max_time > 0, f"max_time must be a number of seconds above 0, got {self.max_time}.")
-        _check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
+        _check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {shown(self.precision)}.")
         _check(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
-               f"device must be auto, cpu, cuda, cuda:N or mps; got {self.device!r}.")
+               f"device must be auto, cpu, cuda, cuda:N or mps; got {shown(self.device)}.")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -244,20 +244,20 @@ class SampleConfig:
 
     def __post_init__(self):
         check_types(self)
-        _check(self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}.")
-        _check(self.max_new_tokens > 0, f"max_new_tokens must be a positive whole number, got {self.max_new_tokens!r}.")
+        _check(self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}, got {shown(self.strategy)}.")
+        _check(self.max_new_tokens > 0, f"max_new_tokens must be a positive whole number, got {shown(self.max_new_tokens)}.")
         if self.strategy == "sample":
             _check(self.temperature > 0, f"temperature must be above 0 for sampling (use strategy 'greedy' for "
                                          f"temperature 0), got {self.temperature}.")
         _check(self.top_k is None or self.top_k > 0,
-               f"top_k must be a positive whole number or None (off), got {self.top_k!r}.")
+               f"top_k must be a positive whole number or None (off), got {shown(self.top_k)}.")
         _check(self.top_p is None or 0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1] or None (off), got {self.top_p}.")
         _check(self.min_p is None or 0.0 <= self.min_p <= 1.0, f"min_p must be in [0, 1] or None (off), got {self.min_p}.")
         _check(self.repetition_penalty > 0,
                f"repetition_penalty must be above 0 (1.0 is off; above 1 discourages repeats), got {self.repetition_penalty}.")
         _check(self.no_repeat_ngram_size >= 0,
-               f"no_repeat_ngram_size must be 0 (off) or a positive whole number, got {self.no_repeat_ngram_size!r}.")
-        _check(self.num_beams >= 1, f"num_beams must be 1 or more, got {self.num_beams!r}.")
+               f"no_repeat_ngram_size must be 0 (off) or a positive whole number, got {shown(self.no_repeat_ngram_size)}.")
+        _check(self.num_beams >= 1, f"num_beams must be 1 or more, got {shown(self.num_beams)}.")
         check_bounds(self)
         _check(self.strategy == "beam" or self.num_beams == 1,
                f"num_beams={self.num_beams} needs strategy 'beam'; beam search is not combined with sampling.")

@@ -42,8 +42,13 @@ def shown(value) -> str:
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         if abs(value) < 10**20:
             return f"{value:,}"
-        return f"{float(value):.3g}" if abs(value) < 10**300 else f"a number with {len(str(abs(value)))} digits"
-    return repr(value)
+        try:
+            return f"{float(value):.3g}"
+        except OverflowError:  # beyond a float: 1e309 and up
+            # str() itself refuses ints over 4,300 digits
+            return f"a number with about {int(abs(value).bit_length() * math.log10(2)) + 1} digits"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _is_number(value) -> bool:
@@ -54,7 +59,10 @@ def whole(value) -> bool:
     """Whether a number is a whole one (3 and 3.0 are; 1.5, inf and nan are not)."""
     if isinstance(value, numbers.Integral):
         return not isinstance(value, bool)
-    return _is_number(value) and math.isfinite(value) and float(value) == int(value)
+    try:
+        return _is_number(value) and math.isfinite(value) and value == int(value)
+    except OverflowError:  # a Fraction beyond a float
+        return False
 
 
 def _finite_float(value) -> float | None:
@@ -74,27 +82,33 @@ def check_types(config) -> None:
         if value is None and f.type.endswith("| None"):
             continue
         if kind == "bool":
-            check(isinstance(value, bool), f"{f.name} must be true or false, got {value!r}.")
+            check(isinstance(value, bool), f"{f.name} must be true or false, got {shown(value)}.")
         elif kind == "str":
-            check(isinstance(value, str), f"{f.name} must be text, got {value!r}.")
+            check(isinstance(value, str), f"{f.name} must be text, got {shown(value)}.")
         elif kind == "int":
             check(whole(value), f"{f.name} must be a whole number, got {shown(value)}.")
             object.__setattr__(config, f.name, int(value))
+            if abs(int(value)) >= 2**64:  # beyond every bound: refused before a rule's message quotes it
+                _check_bound(f, int(value))
         elif kind == "float":
             optional = " or None" if f.type.endswith("| None") else ""
-            check(_is_number(value), f"{f.name} must be a number{optional}, got {value!r}.")
+            check(_is_number(value), f"{f.name} must be a number{optional}, got {shown(value)}.")
             number = _finite_float(value)
             check(number is not None, f"{f.name} must be a finite number, got {shown(value)}.")
             object.__setattr__(config, f.name, number)
 
 
+def _check_bound(f, value) -> None:
+    low, high = f.metadata.get("bounds") or (-(2**63), 2**63 - 1)
+    check(low <= value <= high, f"{f.name} must be between {low:,} and {high:,}, got {shown(value)}.")
+
+
 def check_bounds(config) -> None:
     """Each number with `bounds` in its setting lies within them."""
     for f in fields(config):
-        value, bounds = getattr(config, f.name), f.metadata.get("bounds")
-        if bounds is not None and value is not None:
-            low, high = bounds
-            check(low <= value <= high, f"{f.name} must be between {low:,} and {high:,}, got {shown(value)}.")
+        value = getattr(config, f.name)
+        if f.metadata.get("bounds") is not None and value is not None:
+            _check_bound(f, value)
 
 
 def from_form(cls, values: dict[str, Any], **fixed):

@@ -487,3 +487,19 @@ def test_a_device_torch_cannot_parse_is_refused(device):
 def test_stop_strings_of_the_wrong_type_are_a_config_error(stop):
     with pytest.raises(ConfigError, match="^stop must be a list of non-empty texts"):
         SampleConfig(stop=stop)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ModelConfig(block_size=10**5000), lambda: ModelConfig(dropout=10**5000), lambda: ModelConfig(bias=10**5000),
+    lambda: TrainConfig(patience=10**5000), lambda: SampleConfig(top_k=-10**5000),
+], ids=["int", "float", "bool", "before-bounds", "negative"])
+def test_an_int_too_long_to_print_still_gets_a_config_error_with_a_short_message(make):
+    # str() refuses ints over 4,300 digits, so quoting one with !r raised a bare ValueError.
+    with pytest.raises(ConfigError, match=r"got a number with about 5001 digits\.$"):
+        make()
+
+
+def test_a_long_text_is_quoted_briefly():
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(lr_schedule="x" * 10_000)
+    assert str(e.value) == "lr_schedule must be one of cosine, linear, wsd, constant, got '" + "x" * 76 + "...."
