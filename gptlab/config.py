@@ -21,7 +21,9 @@ from gptlab.presets import DEFAULT_PRESET, PRESETS, Preset  # noqa: F401  (the c
 MAX_WIDTH = 65_536  # block_size, n_embd, n_head, batch_size, grad_accum_steps
 MAX_LAYERS = 256
 MAX_VOCAB = 1_048_576
-MAX_STEPS = 10_000_000  # max_steps and every interval counted in steps
+# max_steps and every interval counted in steps; a billion, since a run meant to end by its time
+# budget sets max_steps out of reach (no memory grows with it).
+MAX_STEPS = 1_000_000_000
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; this is the range both signed and unsigned readers accept
 
 

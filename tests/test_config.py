@@ -378,14 +378,14 @@ from dataclasses import fields  # noqa: E402
 from gptlab.config import MAX_SEED, vocab_size_for  # noqa: E402
 
 CONFIGS = (ModelConfig, TrainConfig, SampleConfig)
-STEPS = (0, 10_000_000)
+STEPS = (0, 1_000_000_000)
 BOUNDS = {
     ModelConfig: dict(vocab_size=(1, 1_048_576), block_size=(1, 65_536), n_layer=(1, 256), n_head=(1, 65_536),
                       n_embd=(1, 65_536)),
     TrainConfig: dict(batch_size=(1, 65_536), grad_accum_steps=(1, 65_536), warmup_steps=STEPS,
-                      max_steps=(1, 10_000_000), eval_interval=(1, 10_000_000), eval_batches=(1, 100_000),
+                      max_steps=(1, 1_000_000_000), eval_interval=(1, 1_000_000_000), eval_batches=(1, 100_000),
                       patience=(1, 1_000_000), sample_interval=STEPS, sample_tokens=(1, 100_000),
-                      checkpoint_interval=STEPS, log_interval=(1, 10_000_000), seed=(0, 2**63 - 1)),
+                      checkpoint_interval=STEPS, log_interval=(1, 1_000_000_000), seed=(0, 2**63 - 1)),
     SampleConfig: dict(max_new_tokens=(1, 100_000), top_k=(1, 1_048_576), no_repeat_ngram_size=(0, 65_536),
                        num_beams=(1, 64), seed=(0, 2**63 - 1)),
 }
@@ -428,7 +428,7 @@ def test_a_size_above_its_bound_names_the_range(param, how):
 
 def test_a_size_at_its_bound_is_accepted():
     assert ModelConfig(block_size=65_536).block_size == 65_536
-    assert TrainConfig(max_steps=10_000_000, seed=MAX_SEED).seed == 2**63 - 1
+    assert TrainConfig(max_steps=1_000_000_000, seed=MAX_SEED).seed == 2**63 - 1
     assert SampleConfig(strategy="beam", num_beams=64).num_beams == 64
 
 
