@@ -53,7 +53,9 @@ MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8
 BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
         (b"\xfe\xff", "UTF-16"))
 SNIFF_BYTES = 65536
-DEFAULT_MAX_BYTES = 200 * 2**20  # 200 MB: a whole bookshelf as text, and far below this machine's memory
+# 200 MB: a bookshelf of plain text. Tokenised it takes a few GB of memory, so a shared server
+# passes a lower cap (the app checks its upload limit first).
+DEFAULT_MAX_BYTES = 200 * 2**20
 
 
 def _size(n_bytes: int) -> str:
@@ -64,9 +66,9 @@ def _size(n_bytes: int) -> str:
 
 
 def _wide_encoding(sample: bytes) -> str | None:
-    """"UTF-16" or "UTF-32" where NULs sit in the places those encodings leave them for Latin text
-    (the high bytes of each code unit) and almost nowhere else; None otherwise. Windows' Notepad
-    and PowerShell write UTF-16, sometimes without a byte-order mark."""
+    """The encoding's name (UTF-16 or UTF-32) where NULs sit where those encodings leave them for
+    Latin text (the high bytes of each code unit) and almost nowhere else; None otherwise. Windows'
+    Notepad and PowerShell write UTF-16, sometimes without a byte-order mark."""
     for width, codecs in ((2, ("utf-16-le", "utf-16-be")), (4, ("utf-32-le", "utf-32-be"))):
         units = len(sample) // width
         if not units:
