@@ -71,13 +71,13 @@ def _wide_encoding(sample: bytes) -> str | None:
     Notepad and PowerShell write UTF-16, sometimes without a byte-order mark."""
     for width, codecs in ((2, ("utf-16-le", "utf-16-be")), (4, ("utf-32-le", "utf-32-be"))):
         units = len(sample) // width
-        if not units:
+        if units < 4:  # "ab\x00c" is no evidence of anything
             continue
-        share = [sample[i:units * width:width].count(0) / units for i in range(width)]
+        nuls = [sample[i:units * width:width].count(0) for i in range(width)]
         # Little-endian text has its low byte first (no NUL there), big-endian last.
         for codec, low in zip(codecs, (0, width - 1)):
-            high = [share[i] for i in range(width) if i != low]
-            if share[low] < 0.05 and min(high) > 0.3:
+            high = [nuls[i] for i in range(width) if i != low]
+            if nuls[low] < 0.05 * units and min(high) > max(0.3 * units, 3):
                 try:
                     sample[:units * width].decode(codec)
                 except UnicodeDecodeError:

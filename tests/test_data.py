@@ -460,12 +460,19 @@ TEXT_16 = "Hello, world: a line of text\nand another one, with café.\n" * 3
     (TEXT_16.encode("utf-32"), "UTF-32"),
     (TEXT_16.encode("utf-32-le"), "UTF-32"),
     (TEXT_16.encode("utf-32-be"), "UTF-32"),
-    ("x".encode("utf-16-le"), "UTF-16"),  # one character
-], ids=["16-bom", "16be-bom", "16le", "16be", "32-bom", "32le", "32be", "16le-one-char"])
+    ("hi!\n".encode("utf-16-le"), "UTF-16"),  # four characters
+    ("x".encode("utf-16"), "UTF-16"),  # one character, with the mark
+], ids=["16-bom", "16be-bom", "16le", "16be", "32-bom", "32le", "32be", "16le-short", "16-one-char"])
 def test_utf16_and_utf32_are_named_with_the_fix_not_called_binary(tmp_path, data, kind):
     with pytest.raises(DataError) as e:
         read_text_file(write(tmp_path, "notes.txt", data))
     assert str(e.value).startswith(f"notes.txt looks like {kind} text; save it as UTF-8 and try again"), str(e.value)
+
+
+@pytest.mark.parametrize("data", [b"ab\x00cd", b"a\x00", b"\x00\x00\x00\x00", b"x\x00y\x00z\x00\xff\xff"])
+def test_a_few_nul_bytes_are_no_evidence_of_utf16(tmp_path, data):
+    with pytest.raises(DataError, match=r"^data\.txt looks like a binary file \(it contains NUL bytes\)"):
+        read_text_file(write(tmp_path, "data.txt", data))
 
 
 @pytest.mark.parametrize("data, kind", [
