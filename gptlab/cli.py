@@ -18,7 +18,22 @@ from pathlib import Path
 from gptlab.config import DEFAULT_PRESET, PRESETS, ModelConfig, SampleConfig, TrainConfig, to_dict
 
 EXIT_USAGE = 2
-_TYPES = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float}
+
+
+def _number(text: str):
+    """A flag's number as typed, for the config to judge: argparse's own int() would turn
+    --patience 1.5 and --block-size 1e22 into two-line usage errors that name no rule, where the
+    config says "patience must be a whole number, got 1.5." Text that is no number goes through as
+    text, so that is the config's one-line error too."""
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return text
+
+
+_TYPES = {"int": _number, "float": _number, "str": str, "int | None": _number, "float | None": _number}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (), title: str | None = None) -> None:
@@ -178,7 +193,8 @@ def _checkpoint_folder(path: str) -> Path:
 
 def _sample_config(args) -> SampleConfig:
     values = _overrides(args, SampleConfig)
-    if values.get("num_beams", 1) > 1 and "strategy" not in values:
+    beams = values.get("num_beams", 1)
+    if isinstance(beams, int) and beams > 1 and "strategy" not in values:
         values["strategy"] = "beam"
     return SampleConfig(**values)
 

@@ -7,79 +7,24 @@ without paying for torch.
 from __future__ import annotations
 
 import math
-import numbers
-from dataclasses import asdict, dataclass, field, fields, replace
+import re
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from gptlab.fields import ConfigError, check as _check, check_bounds, check_types, from_form as _from_form  # noqa: F401
+from gptlab.fields import known as _known, setting, shown, whole
 from gptlab.presets import DEFAULT_PRESET, PRESETS, Preset  # noqa: F401  (the config's presets)
 
 
-class ConfigError(ValueError):
-    """A setting a user gave is out of range; the message says how to fix it."""
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def _check_types(config) -> None:
-    """Values from JSON files and forms arrive with any type: name the field rather than fail inside
-    a comparison. A field's type is read off its default (None defaults are optional numbers)."""
-    for f in fields(config):
-        value, default = getattr(config, f.name), f.default
-        if isinstance(default, bool):
-            ok, kind = isinstance(value, bool), "true or false"
-        elif isinstance(default, str):
-            ok, kind = isinstance(value, str), "text"
-        elif default is None or isinstance(default, (int, float)):
-            ok = (default is None and value is None) or (isinstance(value, numbers.Real) and not isinstance(value, bool))
-            kind = "a number" + (" or None" if default is None else "")
-        else:
-            continue
-        _check(ok, f"{f.name} must be {kind}, got {value!r}.")
-
-
-def setting(default, help: str, *, label: str | None = None, choices: tuple | None = None,
-            range: tuple[float, float] | None = None, step: float | None = None, off: Any = None):
-    """A config field with what a form or a --flag needs to show it: a one-line help, the choices or
-    the range of sensible values (a slider's ends, not a validation rule), and `off`, the form value
-    that means None ("0: off") for a setting a user can switch off."""
-    return field(default=default, metadata={"help": help, "label": label, "choices": choices, "range": range,
-                                            "step": step, "off": off})
-
-
-def _whole(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) \
-        and float(value) == int(value)
-
-
-def _from_form(cls, values: dict[str, Any], **fixed):
-    """A config from form values, where numbers arrive as floats and "off" as 0 or an empty box: the
-    one place that turns 3.0 into 3, refuses 1.5 for a whole number, and turns an `off` value into
-    None. Keys of other configs are ignored, so one form can hold the settings of several."""
-    out = dict(fixed)
-    for f in fields(cls):
-        if f.name not in values or f.name in fixed:
-            continue
-        value, off = values[f.name], f.metadata.get("off")
-        if off is not None and (value is None or value == "" or value == off):
-            value = None
-        elif f.type in ("int", "int | None"):
-            if not _whole(value):
-                raise ConfigError(f"{f.name} must be a whole number, got {value!r}.")
-            value = int(value)
-        elif f.type in ("float", "float | None") and isinstance(value, numbers.Real) and not isinstance(value, bool):
-            value = float(value)
-        out[f.name] = value
-    return cls(**out)
-
-
-def _known(cls, values: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - names)
-    _check(not unknown, f"Unknown {cls.__name__} setting(s): {', '.join(unknown)}. Known: {', '.join(sorted(names))}.")
-    return values
+# Upper bounds on every size a user can type: generous (GPT-2 XL, or a long run on a GPU, fits
+# well inside each), and finite, so a typo or a hostile form cannot ask for 1e22 of anything.
+MAX_WIDTH = 65_536  # block_size, n_embd, n_head, batch_size, grad_accum_steps
+MAX_LAYERS = 256
+MAX_VOCAB = 1_048_576
+# max_steps and every interval counted in steps; a billion, since a run meant to end by its time
+# budget sets max_steps out of reach (no memory grows with it).
+MAX_STEPS = 1_000_000_000
+MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; this is the range both signed and unsigned readers accept
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,11 +37,13 @@ ACTIVATIONS = ("gelu_tanh", "gelu")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    vocab_size: int = setting(65, "tokens the model knows (set from the tokenizer)")
-    block_size: int = setting(256, "context length: how many tokens the model sees at once")
-    n_layer: int = setting(6, "number of transformer blocks (depth)")
-    n_head: int = setting(6, "attention heads per block; must divide n_embd")
-    n_embd: int = setting(384, "width of the model (embedding size)")
+    vocab_size: int = setting(65, "tokens the model knows (set from the tokenizer)",
+                              bounds=(1, MAX_VOCAB))
+    block_size: int = setting(256, "context length: how many tokens the model sees at once",
+                              bounds=(1, MAX_WIDTH))
+    n_layer: int = setting(6, "number of transformer blocks (depth)", bounds=(1, MAX_LAYERS))
+    n_head: int = setting(6, "attention heads per block; must divide n_embd", bounds=(1, MAX_WIDTH))
+    n_embd: int = setting(384, "width of the model (embedding size)", bounds=(1, MAX_WIDTH))
     dropout: float = setting(0.0, "fraction of activations zeroed in training; helps small data, slows learning")
     bias: bool = setting(True, "biases in Linear and LayerNorm layers, as GPT-2 has them")
     # GPT-2's tanh approximation; nanoGPT uses the exact one.
@@ -104,17 +51,14 @@ class ModelConfig:
                               choices=ACTIVATIONS)
 
     def __post_init__(self):
-        _check_types(self)
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            _check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                   f"{name} must be a positive whole number, got {value!r}.")
+        check_types(self)
+        check_bounds(self)
         _check(self.n_embd % self.n_head == 0,
                f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}); "
                f"try n_embd={self.n_head * max(1, round(self.n_embd / self.n_head))}.")
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}.")
         _check(self.activation in ACTIVATIONS,
-               f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}.")
+               f"activation must be one of {', '.join(ACTIVATIONS)}, got {shown(self.activation)}.")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
@@ -176,60 +120,61 @@ class TrainConfig:
     tokenizer: str = setting("char", "char (one token per character) or gpt2 (GPT-2's byte-pair encoding)",
                              choices=TOKENIZERS)
     val_fraction: float = setting(0.1, "share of the text held out at the end for validation")
-    batch_size: int = setting(32, "windows per micro-batch")
-    grad_accum_steps: int = setting(1, "micro-batches summed into one optimiser step")
+    batch_size: int = setting(32, "windows per micro-batch", bounds=(1, MAX_WIDTH))
+    grad_accum_steps: int = setting(1, "micro-batches summed into one optimiser step", bounds=(1, MAX_WIDTH))
     learning_rate: float = setting(1e-3, "peak learning rate after warmup")
     min_lr: float = setting(1e-4, "learning rate at the end of the decay")
     lr_schedule: str = setting("cosine", "after warmup: cosine or linear decay, wsd (flat, then a linear cool-down "
                                          "over the last 30%), or constant", choices=LR_SCHEDULES)
-    warmup_steps: int = setting(100, "steps of linear warmup from 0 to the peak learning rate")
+    # Not refused above max_steps: a preset's warmup with a short trial run (--max-steps 20) is the
+    # common case, and the rate then just rises for the whole run, as lr_at documents.
+    warmup_steps: int = setting(100, "steps of linear warmup from 0 to the peak learning rate (more than "
+                                     "max_steps is allowed: the rate then rises all run)", bounds=(0, MAX_STEPS))
     weight_decay: float = setting(0.1, "AdamW weight decay on Linear weights (not biases, norms, embeddings)")
     beta1: float = setting(0.9, "AdamW's first-moment decay")
     beta2: float = setting(0.99, "AdamW's second-moment decay (0.99 suits small models, 0.95 large ones)")
     # The norm is reported even with clipping off.
     grad_clip: float = setting(1.0, "clip the gradient norm to this value (0: off)")
-    max_steps: int = setting(2000, "stop after this many optimiser steps")
+    max_steps: int = setting(2000, "stop after this many optimiser steps", bounds=(1, MAX_STEPS))
     max_time: float | None = setting(None, "stop after this many seconds of wall time (the schedule then follows "
                                            "the clock)", off=0)
-    eval_interval: int = setting(250, "evaluate train and validation loss every this many steps")
-    eval_batches: int = setting(20, "batches per evaluation (fixed windows, so evaluations compare)")
+    eval_interval: int = setting(250, "evaluate train and validation loss every this many steps",
+                                 bounds=(1, MAX_STEPS))
+    eval_batches: int = setting(20, "batches per evaluation (fixed windows, so evaluations compare)",
+                                bounds=(1, 100_000))
     patience: int | None = setting(None, "stop early after this many evaluations without a better validation loss",
-                                   off=0)
-    sample_interval: int = setting(500, "print a sample every this many steps (0: never)")
-    sample_tokens: int = setting(200, "length of those samples in tokens")
-    checkpoint_interval: int = setting(0, "also keep a checkpoint every this many steps (0: only best and last)")
-    log_interval: int = setting(1, "report the training loss every this many steps")
-    seed: int = setting(1337, "random seed; the same seed and settings give the same run")
+                                   off=0, bounds=(1, 1_000_000))
+    sample_interval: int = setting(500, "print a sample every this many steps (0: never)", bounds=(0, MAX_STEPS))
+    sample_tokens: int = setting(200, "length of those samples in tokens", bounds=(1, 100_000))
+    checkpoint_interval: int = setting(0, "also keep a checkpoint every this many steps (0: only best and last)",
+                                       bounds=(0, MAX_STEPS))
+    log_interval: int = setting(1, "report the training loss every this many steps", bounds=(1, MAX_STEPS))
+    seed: int = setting(1337, "random seed; the same seed and settings give the same run",
+                        bounds=(0, MAX_SEED))
     device: str = setting("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
     precision: str = setting("auto", "auto (bf16 on CUDA, else fp32), fp32, or bf16 (mixed precision; on a CPU only "
                                      "where it has native bf16)", choices=PRECISIONS)
     compile: bool = setting(False, "compile the model with torch.compile (pays off on long GPU runs)")
 
     def __post_init__(self):
-        _check_types(self)
-        _check(self.tokenizer in TOKENIZERS, f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}.")
+        check_types(self)
+        _check(self.tokenizer in TOKENIZERS, f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {shown(self.tokenizer)}.")
         _check(0.0 < self.val_fraction < 1.0, f"val_fraction must be between 0 and 1 (e.g. 0.1), got {self.val_fraction}.")
-        for name in ("batch_size", "grad_accum_steps", "max_steps", "eval_interval", "eval_batches",
-                     "sample_tokens", "log_interval"):
-            value = getattr(self, name)
-            _check(isinstance(value, int) and value > 0, f"{name} must be a positive whole number, got {value!r}.")
-        for name in ("warmup_steps", "sample_interval", "checkpoint_interval"):
-            value = getattr(self, name)
-            _check(isinstance(value, int) and value >= 0, f"{name} must be 0 or more, got {value!r}.")
+        _check(self.patience is None or self.patience > 0,
+               f"patience must be a positive number of evaluations, or None to turn early stopping off; got {shown(self.patience)}.")
+        check_bounds(self)
         _check(self.learning_rate > 0, f"learning_rate must be above 0, got {self.learning_rate}.")
         _check(0 <= self.min_lr <= self.learning_rate,
                f"min_lr must be between 0 and learning_rate ({self.learning_rate}), got {self.min_lr}.")
         _check(self.lr_schedule in LR_SCHEDULES,
-               f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}.")
+               f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {shown(self.lr_schedule)}.")
         _check(self.weight_decay >= 0, f"weight_decay must be 0 or more, got {self.weight_decay}.")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}.")
         _check(self.grad_clip >= 0, f"grad_clip must be 0 (off) or more, got {self.grad_clip}.")
         _check(self.max_time is None or self.max_time > 0, f"max_time must be a number of seconds above 0, got {self.max_time}.")
-        _check(self.patience is None or (isinstance(self.patience, int) and self.patience > 0),
-               f"patience must be a positive number of evaluations, or None to turn early stopping off; got {self.patience!r}.")
-        _check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}.")
-        _check(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
-               f"device must be auto, cpu, cuda, cuda:N or mps; got {self.device!r}.")
+        _check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {shown(self.precision)}.")
+        _check(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
+               f"device must be auto, cpu, cuda, cuda:N or mps; got {shown(self.device)}.")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -248,7 +193,9 @@ class TrainConfig:
 
     def lr_at(self, step: int, time_fraction: float = 0.0) -> float:
         """Learning rate at `step`: linear warmup, then the chosen decay to min_lr. With a wall-time
-        budget the decay follows whichever is further along, the steps or the clock."""
+        budget the decay follows whichever is further along, the steps or the clock. A warmup longer
+        than the run never reaches the peak: the rate rises to learning_rate * max_steps /
+        (warmup_steps + 1) at the last step, and there is no decay."""
         if step < self.warmup_steps:
             return self.learning_rate * (step + 1) / (self.warmup_steps + 1)
         if self.lr_schedule == "constant":
@@ -274,10 +221,12 @@ STRATEGIES = ("greedy", "sample", "beam")
 class SampleConfig:
     strategy: str = setting("sample", "greedy (always the likeliest token), sample (draw from the "
                                       "distribution) or beam (beam search)", label="decoding", choices=STRATEGIES)
-    max_new_tokens: int = setting(200, "how many tokens to generate at most", label="max new tokens")
+    max_new_tokens: int = setting(200, "how many tokens to generate at most", label="max new tokens",
+                                 bounds=(1, 100_000))
     temperature: float = setting(0.8, "below 1 sharpens the distribution, above 1 flattens it",
                                  range=(0.05, 2.0), step=0.05)
-    top_k: int | None = setting(None, "sample only from the k likeliest tokens", label="top-k", off=0)
+    top_k: int | None = setting(None, "sample only from the k likeliest tokens", label="top-k", off=0,
+                                  bounds=(1, MAX_VOCAB))
     top_p: float | None = setting(None, "sample only from the likeliest tokens that cover this probability",
                                   label="top-p", range=(0.05, 1.0), step=0.05, off=1.0)
     min_p: float | None = setting(None, "drop tokens less likely than this fraction of the likeliest one",
@@ -285,39 +234,40 @@ class SampleConfig:
     repetition_penalty: float = setting(1.0, "above 1 makes tokens already in the text less likely",
                                         label="repetition penalty (1: off)", range=(1.0, 2.0), step=0.05)
     no_repeat_ngram_size: int = setting(0, "never repeat an n-gram of this many tokens",
-                                        label="no-repeat n-gram size (0: off)")
-    num_beams: int = setting(1, "beams kept by beam search", label="beams", range=(2, 8), step=1)
+                                        label="no-repeat n-gram size (0: off)", bounds=(0, MAX_WIDTH))
+    num_beams: int = setting(1, "beams kept by beam search", label="beams", range=(2, 8), step=1, bounds=(1, 64))
     length_penalty: float = setting(1.0, "beam search: above 0 favours longer texts, below 0 shorter ones",
                                     range=(-2.0, 2.0), step=0.1)
     early_stopping: bool = setting(True, "beam search: stop once every beam has ended")
     stop_at_eot: bool = setting(True, "stop at the end-of-text token")
     stop: tuple[str, ...] = setting((), "stop when one of these texts appears", label="stop strings")
-    seed: int | None = setting(None, "random seed; the same seed and settings give the same text")
+    seed: int | None = setting(None, "random seed; the same seed and settings give the same text",
+                               bounds=(0, MAX_SEED))
 
     def __post_init__(self):
-        _check_types(self)
-        _check(self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}.")
-        _check(isinstance(self.max_new_tokens, int) and self.max_new_tokens > 0,
-               f"max_new_tokens must be a positive whole number, got {self.max_new_tokens!r}.")
+        check_types(self)
+        _check(self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}, got {shown(self.strategy)}.")
+        _check(self.max_new_tokens > 0, f"max_new_tokens must be a positive whole number, got {shown(self.max_new_tokens)}.")
         if self.strategy == "sample":
             _check(self.temperature > 0, f"temperature must be above 0 for sampling (use strategy 'greedy' for "
                                          f"temperature 0), got {self.temperature}.")
-        _check(self.top_k is None or (isinstance(self.top_k, int) and self.top_k > 0),
-               f"top_k must be a positive whole number or None (off), got {self.top_k!r}.")
+        _check(self.top_k is None or self.top_k > 0,
+               f"top_k must be a positive whole number or None (off), got {shown(self.top_k)}.")
         _check(self.top_p is None or 0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1] or None (off), got {self.top_p}.")
         _check(self.min_p is None or 0.0 <= self.min_p <= 1.0, f"min_p must be in [0, 1] or None (off), got {self.min_p}.")
         _check(self.repetition_penalty > 0,
                f"repetition_penalty must be above 0 (1.0 is off; above 1 discourages repeats), got {self.repetition_penalty}.")
-        _check(isinstance(self.no_repeat_ngram_size, int) and self.no_repeat_ngram_size >= 0,
-               f"no_repeat_ngram_size must be 0 (off) or a positive whole number, got {self.no_repeat_ngram_size!r}.")
-        _check(isinstance(self.num_beams, int) and self.num_beams >= 1, f"num_beams must be 1 or more, got {self.num_beams!r}.")
+        _check(self.no_repeat_ngram_size >= 0,
+               f"no_repeat_ngram_size must be 0 (off) or a positive whole number, got {shown(self.no_repeat_ngram_size)}.")
+        _check(self.num_beams >= 1, f"num_beams must be 1 or more, got {shown(self.num_beams)}.")
+        check_bounds(self)
         _check(self.strategy == "beam" or self.num_beams == 1,
                f"num_beams={self.num_beams} needs strategy 'beam'; beam search is not combined with sampling.")
         _check(self.strategy != "beam" or self.num_beams >= 2, "beam search needs num_beams of 2 or more.")
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))  # one stop string, not one per character
-        _check(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty text.")
-        _check(self.seed is None or isinstance(self.seed, int), f"seed must be a whole number or None, got {self.seed!r}.")
+        _check(isinstance(self.stop, (tuple, list)) and all(isinstance(s, str) and s for s in self.stop),
+               f"stop must be a list of non-empty texts, got {self.stop!r:.80}.")
         object.__setattr__(self, "stop", tuple(self.stop))
 
     @classmethod
@@ -382,7 +332,11 @@ def vocab_size_for(tokenizer: str, known: int | None = None) -> int:
     """The vocabulary to size a model with: GPT-2's, or a char vocabulary once the text is known."""
     if tokenizer == "gpt2":
         return GPT2_VOCAB_SIZE
-    return int(known) if known else CHAR_VOCAB_GUESS
+    if known is None or (whole(known) and known == 0):
+        return CHAR_VOCAB_GUESS
+    _check(whole(known) and 1 <= known <= MAX_VOCAB,
+           f"vocab_size must be a whole number between 1 and {MAX_VOCAB:,}, got {shown(known)}.")
+    return int(known)
 
 
 def to_dict(config) -> dict[str, Any]:

@@ -30,10 +30,11 @@ class TextTooShortError(DataError):
     def __init__(self, n_tokens: int, block_size: int, min_tokens: int, largest_block_size: int):
         self.n_tokens, self.block_size = n_tokens, block_size
         self.min_tokens, self.largest_block_size = min_tokens, largest_block_size
-        fix = (f"use a context length (block_size) of at most {largest_block_size}, or add more text"
+        fix = (f"use a context length (block_size) of at most {largest_block_size:,}, or add more text"
                if largest_block_size >= 1 else "add more text")
-        super().__init__(f"The text is too short for a context length of {block_size}: it has {n_tokens} tokens, "
-                         f"and training plus validation need at least {min_tokens}. To fix it, {fix}.")
+        super().__init__(f"The text is too short for a context length of {block_size:,}: it has {n_tokens:,} "
+                         f"token{'' if n_tokens == 1 else 's'}, and training plus validation need at least "
+                         f"{min_tokens:,}. To fix it, {fix}.")
 
 
 # --------------------------------------------------------------------------------------------
@@ -44,10 +45,64 @@ def clean_text(text: str) -> str:
     return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
+# Files people upload by mistake, recognised by their first bytes, so the message can say what it is.
+MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+         (b"%PDF", "a PDF"), (b"PK\x03\x04", "a zip archive (a .zip, .docx or .epub)"),
+         (b"\x1f\x8b", "gzip-compressed"), (b"\x7fELF", "a program"))
+# Longest first: UTF-32 LE's mark starts with UTF-16 LE's.
+BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+        (b"\xfe\xff", "UTF-16"))
+SNIFF_BYTES = 65536
+# 200 MB: a bookshelf of plain text. Tokenised it takes a few GB of memory, so a shared server
+# passes a lower cap (the app checks its upload limit first).
+DEFAULT_MAX_BYTES = 200 * 2**20
+
+
+def _size(n_bytes: int) -> str:
+    for unit, scale in (("MB", 2**20), ("KB", 2**10)):
+        if n_bytes >= scale:
+            return f"{round(n_bytes / scale, 1):g} {unit}"
+    return f"{n_bytes} bytes"
+
+
+def _wide_encoding(sample: bytes) -> str | None:
+    """The encoding's name (UTF-16 or UTF-32) where NULs sit where those encodings leave them for
+    Latin text (the high bytes of each code unit) and almost nowhere else; None otherwise. Windows'
+    Notepad and PowerShell write UTF-16, sometimes without a byte-order mark."""
+    for width, codecs in ((2, ("utf-16-le", "utf-16-be")), (4, ("utf-32-le", "utf-32-be"))):
+        units = len(sample) // width
+        if units < 4:  # "ab\x00c" is no evidence of anything
+            continue
+        nuls = [sample[i:units * width:width].count(0) for i in range(width)]
+        # Little-endian text has its low byte first (no NUL there), big-endian last.
+        for codec, low in zip(codecs, (0, width - 1)):
+            high = [nuls[i] for i in range(width) if i != low]
+            if nuls[low] < 0.05 * units and min(high) > max(0.3 * units, 3):
+                try:
+                    sample[:units * width].decode(codec)
+                except UnicodeDecodeError:
+                    continue
+                return codec[:6].upper()
+    return None
+
+
 def decode_text(raw: bytes, name: str = "the text") -> str:
-    """Bytes to clean text, or a DataError that says what is wrong with them."""
-    if b"\x00" in raw[:65536]:
-        raise DataError(f"{name} looks like a binary file (it contains NUL bytes); give a plain-text .txt or .md file.")
+    """Bytes to clean text, or a DataError that says what is wrong with them. A UTF-8 byte-order
+    mark is dropped; UTF-16 and UTF-32 are named rather than called binary, since saving as UTF-8
+    is the fix for them."""
+    for magic, kind in MAGIC:
+        if raw.startswith(magic):
+            raise DataError(f"{name} looks like a binary file ({kind}, not text); give a plain-text .txt or .md file.")
+    sample = raw[:SNIFF_BYTES]
+    wide = next((kind for bom, kind in BOMS if raw.startswith(bom)), None)
+    if wide is None and b"\x00" in sample:
+        wide = _wide_encoding(sample)
+        if wide is None:
+            raise DataError(f"{name} looks like a binary file (it contains NUL bytes); give a plain-text .txt or .md "
+                            "file.")
+    if wide is not None:
+        raise DataError(f"{name} looks like {wide} text; save it as UTF-8 and try again (in most editors: "
+                        "Save As, then choose the UTF-8 encoding).")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -55,32 +110,44 @@ def decode_text(raw: bytes, name: str = "the text") -> str:
                         "Save it as UTF-8 and try again.") from None
     text = clean_text(text)
     if not text.strip():
-        raise DataError(f"{name} is empty; it needs some text to learn from.")
+        raise DataError(f"{name} is empty (or only whitespace); give it some text to learn from.")
     return text
 
 
-def read_text_file(path: str | os.PathLike) -> str:
+def read_text_file(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+    """A .txt or .md file as clean text. Messages name the file, never its folder: on a server the
+    folder is an upload directory the user has never seen. A file over `max_bytes` is refused
+    before it is read, so it never sits in memory."""
     path = Path(path)
+    name = path.name or str(path)
     if path.is_dir():
-        raise DataError(f"{path} is a folder; give the text files inside it.")
+        raise DataError(f"{name} is a folder; give the text files inside it.")
     if path.suffix.lower() not in TEXT_SUFFIXES:
-        raise DataError(f"{path.name} is not a .txt or .md file; give plain-text files with one of those endings.")
+        raise DataError(f"{name} is not a .txt or .md file; give plain-text files with one of those endings.")
+    too_big = f"the limit is {_size(max_bytes)}. Give a smaller file, or split it into several."
     try:
-        raw = path.read_bytes()
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise DataError(f"{name} is {_size(size)}; {too_big}")
+        with path.open("rb") as f:
+            raw = f.read(max_bytes + 1)  # a file that grew since stat(), or one stat() cannot size
     except FileNotFoundError:
-        raise DataError(f"{path} does not exist.") from None
+        raise DataError(f"{name} does not exist; check its name and where it is.") from None
     except IsADirectoryError:
-        raise DataError(f"{path} is a folder; give the text files inside it.") from None
+        raise DataError(f"{name} is a folder; give the text files inside it.") from None
     except OSError as e:
-        raise DataError(f"{path} cannot be read: {e.strerror}.") from None
-    return decode_text(raw, path.name)
+        raise DataError(f"{name} cannot be read ({e.strerror}); check that it is a file you may read.") from None
+    if len(raw) > max_bytes:
+        raise DataError(f"{name} is over {_size(max_bytes)}; {too_big}")
+    return decode_text(raw, name)
 
 
-def read_documents(paths: Sequence[str | os.PathLike] | None = None) -> list[str]:
-    """The documents in the given files, or the bundled Shakespeare when no file is given."""
+def read_documents(paths: Sequence[str | os.PathLike] | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> list[str]:
+    """The documents in the given files, or the bundled Shakespeare when no file is given. Each file
+    may hold at most `max_bytes` (default 200 MB); a larger one is refused before it is read."""
     if not paths:
         return [read_text_file(DEFAULT_CORPUS)]
-    return [read_text_file(p) for p in paths]
+    return [read_text_file(p, max_bytes) for p in paths]
 
 
 def load_texts(paths: Sequence[str | os.PathLike] | None = None, texts: Sequence[str] | None = None) -> list[str]:
@@ -114,8 +181,18 @@ def tokenize_corpus(documents: Sequence[str], tokenizer_kind: str) -> tuple[Toke
 # Split, windows and batches
 
 
+def _exact(val_fraction: float) -> Fraction:
+    try:
+        f = Fraction(str(val_fraction))  # exact: 90 * 0.7 is 63, not 62.99
+    except (ValueError, TypeError):  # nan, inf, text
+        f = None
+    if f is None or not 0 < f < 1:
+        raise DataError(f"val_fraction must be between 0 and 1 (e.g. 0.1), got {val_fraction}.")
+    return f
+
+
 def split_sizes(n_tokens: int, val_fraction: float) -> tuple[int, int]:
-    n_train = math.floor(n_tokens * (1 - Fraction(str(val_fraction))))  # exact: 90 * 0.7 is 63, not 62.99
+    n_train = math.floor(n_tokens * (1 - _exact(val_fraction)))
     return n_train, n_tokens - n_train
 
 
@@ -125,12 +202,14 @@ def largest_block_size(n_tokens: int, val_fraction: float = 0.1) -> int:
 
 
 def min_tokens_for(block_size: int, val_fraction: float = 0.1) -> int:
-    n = math.ceil((block_size + 1) / min(val_fraction, 1.0 - val_fraction))
-    while largest_block_size(n - 1, val_fraction) >= block_size:
-        n -= 1
-    while largest_block_size(n, val_fraction) < block_size:
-        n += 1
-    return n
+    """The fewest tokens whose split holds a window of block_size + 1 tokens on each side.
+
+    Solved exactly rather than searched: a search steps one token at a time, and a context length
+    of 1e22 from a form kept it (and the GIL) busy forever. With q = 1 - f, the train split
+    floor(n q) reaches b + 1 from n = ceil((b + 1) / q) on, and the validation split
+    n - floor(n q) = ceil(n f) does from n = floor(b / f) + 1 on."""
+    f, b = _exact(val_fraction), max(0, int(block_size))
+    return max(math.ceil((b + 1) / (1 - f)), math.floor(b / f) + 1)
 
 
 @dataclass(frozen=True)

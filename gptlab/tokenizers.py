@@ -47,7 +47,11 @@ class Tokenizer(Protocol):
 
 
 def _check_ids(ids, vocab_size: int) -> list[int]:
-    ids = [int(i) for i in ids]
+    try:
+        ids = [int(i) for i in ids]
+    except (TypeError, ValueError, OverflowError):  # None, nan, inf, text: int() names none of them
+        raise TokenizerError("Token ids must be whole numbers (positions in the vocabulary); these ids are not "
+                             "tokens at all.") from None
     bad = [i for i in ids if not 0 <= i < vocab_size]
     if bad:
         raise TokenizerError(f"Token id(s) {', '.join(map(str, bad[:5]))} are outside this tokenizer's vocabulary "

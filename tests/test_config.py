@@ -351,9 +351,155 @@ def test_warmup_longer_than_training_does_not_crash():
     assert all(0 < lr <= c.learning_rate for lr in lrs)
 
 
+def test_warmup_longer_than_the_run_is_documented_as_allowed_and_rises_all_run():
+    # Allowed rather than refused (a preset's warmup with --max-steps 20 is the common case), so the
+    # help a user reads in --help and in the app says what happens.
+    assert "more than max_steps is allowed" in TrainConfig.__dataclass_fields__["warmup_steps"].metadata["help"]
+    c = _schedule(warmup_steps=500, max_steps=100)
+    lrs = [c.lr_at(s) for s in range(c.max_steps)]
+    assert all(b > a for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] == pytest.approx(c.learning_rate * c.max_steps / (c.warmup_steps + 1))
+
+
 def test_wsd_schedule_is_flat_then_cools_down_linearly():
     c = TrainConfig(lr_schedule="wsd", max_steps=1000, warmup_steps=100, learning_rate=1e-3, min_lr=1e-4)
     assert c.lr_at(100) == c.lr_at(500) == c.lr_at(730) == pytest.approx(1e-3)  # flat for 70% after warmup
     assert c.lr_at(1000) == pytest.approx(1e-4)
     assert c.lr_at(865) == pytest.approx(1e-4 + 0.5 * 9e-4)
     assert c.lr_at(300, time_fraction=0.85) == pytest.approx(1e-4 + 0.5 * 9e-4)  # follows the clock too
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile numbers: every size is bounded, every number finite, every whole number whole. Each of
+# these reached a user as a hang, an overflow deep in torch or a silently truncated value.
+
+from dataclasses import fields  # noqa: E402
+
+from gptlab.config import MAX_SEED, vocab_size_for  # noqa: E402
+
+CONFIGS = (ModelConfig, TrainConfig, SampleConfig)
+STEPS = (0, 1_000_000_000)
+BOUNDS = {
+    ModelConfig: dict(vocab_size=(1, 1_048_576), block_size=(1, 65_536), n_layer=(1, 256), n_head=(1, 65_536),
+                      n_embd=(1, 65_536)),
+    TrainConfig: dict(batch_size=(1, 65_536), grad_accum_steps=(1, 65_536), warmup_steps=STEPS,
+                      max_steps=(1, 1_000_000_000), eval_interval=(1, 1_000_000_000), eval_batches=(1, 100_000),
+                      patience=(1, 1_000_000), sample_interval=STEPS, sample_tokens=(1, 100_000),
+                      checkpoint_interval=STEPS, log_interval=(1, 1_000_000_000), seed=(0, 2**63 - 1)),
+    SampleConfig: dict(max_new_tokens=(1, 100_000), top_k=(1, 1_048_576), no_repeat_ngram_size=(0, 65_536),
+                       num_beams=(1, 64), seed=(0, 2**63 - 1)),
+}
+BOUNDED = [(cls, f, bounds) for cls in CONFIGS for f in fields(cls) for name, bounds in BOUNDS[cls].items()
+           if f.name == name]
+WHOLE = [(cls, f) for cls in CONFIGS for f in fields(cls) if f.type in ("int", "int | None")]
+FLOATS = [(cls, f) for cls in CONFIGS for f in fields(cls) if f.type in ("float", "float | None")]
+
+
+def _values(cls, f, value) -> dict:
+    """{field: value}, with the strategy that makes a decoding form keep the field."""
+    return {f.name: value, **({"strategy": "beam"} if cls is SampleConfig and f.name == "num_beams" else {})}
+
+
+def _id(param):
+    return f"{param[0].__name__}.{param[1].name}" if isinstance(param, tuple) else str(param)
+
+
+@pytest.mark.parametrize("cls", CONFIGS)
+def test_every_whole_number_a_user_can_type_has_finite_bounds_beside_its_field(cls):
+    # The bounds live in the field's setting(...), where the CLI and the forms can show them.
+    assert {f.name: f.metadata.get("bounds") for f in fields(cls) if f.type in ("int", "int | None")} == BOUNDS[cls]
+
+
+@pytest.mark.parametrize("param", BOUNDED, ids=_id)
+@pytest.mark.parametrize("how", ["direct", "from_dict", "from_form"])
+def test_a_size_above_its_bound_names_the_range(param, how):
+    cls, f, (low, high) = param
+    for value, shown in ((high + 1, f"{high + 1:,}"), (1e22, "1e+22"), (10**22, "1e+22")):
+        values = _values(cls, f, value)
+        make = {"direct": lambda: cls(**values), "from_dict": lambda: cls.from_dict(values),
+                "from_form": lambda: cls.from_form(values)}[how]
+        if how == "direct" and isinstance(value, float):
+            continue  # a float is a form's or a file's way of saying it; both are covered
+        with pytest.raises(ConfigError) as e:
+            make()
+        assert str(e.value).startswith(f"{f.name} must be between {low:,} and {high:,}"), str(e.value)
+        assert str(e.value).endswith(f"got {shown}."), str(e.value)
+
+
+def test_a_size_at_its_bound_is_accepted():
+    assert ModelConfig(block_size=65_536).block_size == 65_536
+    assert TrainConfig(max_steps=1_000_000_000, seed=MAX_SEED).seed == 2**63 - 1
+    assert SampleConfig(strategy="beam", num_beams=64).num_beams == 64
+
+
+@pytest.mark.parametrize("param", FLOATS, ids=_id)
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 10**400], ids=["inf", "-inf", "nan", "10**400"])
+def test_every_float_must_be_finite(param, value):
+    cls, f = param
+    for make in (lambda: cls(**{f.name: value}), lambda: cls.from_dict({f.name: value}),
+                 lambda: cls.from_form({f.name: value})):
+        with pytest.raises(ConfigError, match=rf"^{f.name} must be a finite number, got "):
+            make()
+
+
+@pytest.mark.parametrize("param", WHOLE, ids=_id)
+@pytest.mark.parametrize("value", [1.5, math.inf, -math.inf, math.nan, "3", True], ids=repr)
+def test_every_whole_number_refuses_what_is_not_one(param, value):
+    cls, f = param
+    values = _values(cls, f, value)
+    for make in (lambda: cls(**values), lambda: cls.from_dict(values), lambda: cls.from_form(values)):
+        with pytest.raises(ConfigError, match=rf"^{f.name} must be a whole number, got "):
+            make()
+
+
+def test_a_seed_of_one_and_a_half_is_refused_not_truncated():
+    with pytest.raises(ConfigError, match=r"^seed must be a whole number, got 1\.5\.$"):
+        TrainConfig(seed=1.5)
+
+
+@pytest.mark.parametrize("cls", [TrainConfig, SampleConfig])
+@pytest.mark.parametrize("seed", [1e30, 2**63, -1])
+def test_a_seed_torch_cannot_take_is_refused_with_the_range(cls, seed):
+    with pytest.raises(ConfigError, match=r"^seed must be between 0 and 9,223,372,036,854,775,807, got "):
+        cls.from_form({"seed": seed})
+
+
+def test_whole_floats_from_json_or_forms_become_ints():
+    config = TrainConfig.from_dict({"max_steps": 30.0, "patience": 2.0, "learning_rate": 1})
+    assert (config.max_steps, config.patience) == (30, 2)
+    assert type(config.max_steps) is int and type(config.patience) is int and type(config.learning_rate) is float
+
+
+def test_the_vocabulary_size_of_a_form_is_checked_like_the_field():
+    assert vocab_size_for("char", None) == vocab_size_for("char", 0) == 256 and vocab_size_for("char", 70.0) == 70
+    for bad in (math.nan, math.inf, 2.5, 10**22):
+        with pytest.raises(ConfigError, match=r"^vocab_size must be a whole number between 1 and 1,048,576"):
+            vocab_size_for("char", bad)
+
+
+@pytest.mark.parametrize("device", ["cuda:abc", "cpu:", "cuda:-1"])
+def test_a_device_torch_cannot_parse_is_refused(device):
+    with pytest.raises(ConfigError, match="device must be auto, cpu, cuda, cuda:N or mps"):
+        TrainConfig(device=device)
+
+
+@pytest.mark.parametrize("stop", [5, None, math.nan, [1]])
+def test_stop_strings_of_the_wrong_type_are_a_config_error(stop):
+    with pytest.raises(ConfigError, match="^stop must be a list of non-empty texts"):
+        SampleConfig(stop=stop)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ModelConfig(block_size=10**5000), lambda: ModelConfig(dropout=10**5000), lambda: ModelConfig(bias=10**5000),
+    lambda: TrainConfig(patience=10**5000), lambda: SampleConfig(top_k=-10**5000),
+], ids=["int", "float", "bool", "before-bounds", "negative"])
+def test_an_int_too_long_to_print_still_gets_a_config_error_with_a_short_message(make):
+    # str() refuses ints over 4,300 digits, so quoting one with !r raised a bare ValueError.
+    with pytest.raises(ConfigError, match=r"got a number with about 5001 digits\.$"):
+        make()
+
+
+def test_a_long_text_is_quoted_briefly():
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(lr_schedule="x" * 10_000)
+    assert str(e.value) == "lr_schedule must be one of cosine, linear, wsd, constant, got '" + "x" * 76 + "...."

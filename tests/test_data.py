@@ -82,9 +82,9 @@ def test_empty_and_whitespace_only_files_are_refused(tmp_path, data):
 
 def test_missing_file(tmp_path):
     path = tmp_path / "nowhere.txt"
-    with pytest.raises(DataError, match="does not exist") as e:
+    with pytest.raises(DataError, match=r"^nowhere\.txt does not exist") as e:
         read_text_file(path)
-    assert str(path) in str(e.value)
+    assert str(tmp_path) not in str(e.value)  # on a server that folder means nothing to the user
 
 
 def test_folder_with_a_text_suffix(tmp_path):
@@ -417,3 +417,108 @@ def test_minimum_size_for_a_long_context():
             need = min_tokens_for(block, f)
             assert largest_block_size(need, f) >= block > largest_block_size(need - 1, f)
             assert block / f < need <= math.ceil((block + 1) / f)  # the val split is the binding one
+
+
+def test_minimum_size_for_a_huge_context_is_exact_and_instant():
+    # A context length of 1e22 typed into the Data tab once kept the step-by-step search (and the GIL)
+    # busy forever; the closed form answers at once, exactly.
+    import signal
+
+    def too_slow(*_):
+        raise TimeoutError("min_tokens_for searched instead of solving")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(5)
+    try:
+        for block in (10**22, 10**100, 2**63 + 1):
+            for f in (0.1, 0.01, 1 / 3, 0.9):
+                need = min_tokens_for(block, f)
+                assert largest_block_size(need, f) >= block > largest_block_size(need - 1, f), (block, f)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("val_fraction", [0, 1, -0.5, 1.5, float("nan"), float("inf")])
+def test_split_arithmetic_refuses_a_fraction_outside_0_and_1(val_fraction):
+    for call in (lambda: split_sizes(100, val_fraction), lambda: min_tokens_for(8, val_fraction)):
+        with pytest.raises(DataError, match=r"val_fraction must be between 0 and 1 \(e\.g\. 0\.1\)"):
+            call()
+
+
+# --------------------------------------------------------------------------------------------
+# Encodings, size and names in messages
+
+
+TEXT_16 = "Hello, world: a line of text\nand another one, with café.\n" * 3
+
+
+@pytest.mark.parametrize("data, kind", [
+    (TEXT_16.encode("utf-16"), "UTF-16"),  # with the byte-order mark Notepad writes
+    (b"\xfe\xff" + TEXT_16.encode("utf-16-be"), "UTF-16"),
+    (TEXT_16.encode("utf-16-le"), "UTF-16"),  # no mark: NULs in every other byte
+    (TEXT_16.encode("utf-16-be"), "UTF-16"),
+    (TEXT_16.encode("utf-32"), "UTF-32"),
+    (TEXT_16.encode("utf-32-le"), "UTF-32"),
+    (TEXT_16.encode("utf-32-be"), "UTF-32"),
+    ("hi!\n".encode("utf-16-le"), "UTF-16"),  # four characters
+    ("x".encode("utf-16"), "UTF-16"),  # one character, with the mark
+], ids=["16-bom", "16be-bom", "16le", "16be", "32-bom", "32le", "32be", "16le-short", "16-one-char"])
+def test_utf16_and_utf32_are_named_with_the_fix_not_called_binary(tmp_path, data, kind):
+    with pytest.raises(DataError) as e:
+        read_text_file(write(tmp_path, "notes.txt", data))
+    assert str(e.value).startswith(f"notes.txt looks like {kind} text; save it as UTF-8 and try again"), str(e.value)
+
+
+@pytest.mark.parametrize("data", [b"ab\x00cd", b"a\x00", b"\x00\x00\x00\x00", b"x\x00y\x00z\x00\xff\xff"])
+def test_a_few_nul_bytes_are_no_evidence_of_utf16(tmp_path, data):
+    with pytest.raises(DataError, match=r"^data\.txt looks like a binary file \(it contains NUL bytes\)"):
+        read_text_file(write(tmp_path, "data.txt", data))
+
+
+@pytest.mark.parametrize("data, kind", [
+    (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj", "a PDF"),
+    (b"PK\x03\x04\x14\x00\x00\x00\x08\x00", "a zip archive"),
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF", "a JPEG image"),
+    (b"\x1f\x8b\x08\x00", "gzip-compressed"),
+])
+def test_common_binary_files_are_named_by_what_they_are(tmp_path, data, kind):
+    with pytest.raises(DataError, match=rf"^paper\.txt looks like a binary file \({kind}"):
+        read_text_file(write(tmp_path, "paper.txt", data))
+
+
+def test_a_file_over_the_cap_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    big = tmp_path / "big.txt"
+    with big.open("wb") as f:
+        f.truncate(250 * 2**20)  # sparse: 250 MB to stat(), nothing on the disk
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the file was opened before its size was checked")
+
+    monkeypatch.setattr(type(big), "open", no_reading)
+    monkeypatch.setattr(type(big), "read_bytes", no_reading)
+    with pytest.raises(DataError) as e:
+        read_documents([big])
+    assert str(e.value) == "big.txt is 250 MB; the limit is 200 MB. Give a smaller file, or split it into several."
+
+
+def test_the_size_cap_is_a_parameter(tmp_path):
+    path = write(tmp_path, "notes.txt", "x" * 3000)
+    with pytest.raises(DataError, match=r"^notes\.txt is 2\.9 KB; the limit is 2 KB\. Give a smaller file"):
+        read_documents([path], max_bytes=2048)
+    assert read_documents([path], max_bytes=3000) == ["x" * 3000]
+
+
+@pytest.mark.parametrize("case", ["missing", "folder", "big"])
+def test_no_message_names_the_folder_a_file_is_in(tmp_path, case):
+    folder = tmp_path / "uploads" / "8f3a0c"
+    folder.mkdir(parents=True)
+    path = folder / "corpus.txt"
+    if case == "folder":
+        path.mkdir()
+    elif case == "big":
+        path.write_bytes(b"x" * 5000)
+    with pytest.raises(DataError) as e:
+        read_documents([path], max_bytes=4096)
+    message = str(e.value)
+    assert message.startswith("corpus.") and "uploads" not in message and "8f3a0c" not in message, message

@@ -95,6 +95,13 @@ def test_decode_rejects_ids_outside_the_vocabulary(make, bad):
         tok.decode([0, bad])
 
 
+@pytest.mark.parametrize("make", [GPT2Tokenizer, lambda: CharTokenizer("abc")], ids=["gpt2", "char"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), None, "one"], ids=repr)
+def test_decode_names_ids_that_are_not_numbers_as_a_tokenizer_error(make, bad):
+    with pytest.raises(TokenizerError, match="^Token ids must be whole numbers"):
+        make().decode([0, bad])
+
+
 # --------------------------------------------------------------------------------------------
 # Characters
 
