@@ -159,9 +159,9 @@ class Lab:
     def size_summary(self, *, tokenizer: str, vocab_size: int | None, settings: Mapping[str, Any]) -> str:
         try:
             model, train = self._configs(tokenizer, settings)
+            model = model.replace(vocab_size=vocab_size_for(tokenizer, vocab_size))
         except ValueError as e:
             return f"**Problem**: {e}"
-        model = model.replace(vocab_size=vocab_size_for(tokenizer, vocab_size))
         params = model.num_params()
         memory = model.training_memory_bytes(train.batch_size) / 2**20
         warn = (f"  \n**Over this server's limit** of {self.limits.max_params / 1e6:.3g}M parameters."
@@ -337,10 +337,9 @@ class Lab:
         return prompt_ids(tokenizer, prompt)
 
     def _sample_config(self, decoding: Mapping[str, Any], **fixed) -> SampleConfig:
-        max_new = {**decoding, **fixed}.get("max_new_tokens")
-        if not max_new or not 1 <= float(max_new) <= self.limits.max_new_tokens:
-            raise DataError(f"max new tokens must be between 1 and {self.limits.max_new_tokens}.")
         config = SampleConfig.from_form(decoding, **fixed)
+        if config.max_new_tokens > self.limits.max_new_tokens:
+            raise DataError(f"max new tokens must be between 1 and {self.limits.max_new_tokens}.")
         if config.num_beams > self.limits.max_beams:
             raise DataError(f"This server searches with at most {self.limits.max_beams} beams; got {config.num_beams}.")
         return config

@@ -252,7 +252,8 @@ def test_loss_view_keeps_the_owners_choice_for_later_redraws(trained):
 
 @pytest.mark.parametrize("changes, expected", [
     (dict(max_new_tokens=1001), "max new tokens must be between 1 and 1000."),
-    (dict(max_new_tokens=0), "max new tokens must be between 1 and 1000."),
+    (dict(max_new_tokens=0), "max_new_tokens must be a positive whole number, got 0."),
+    (dict(max_new_tokens="many"), "max_new_tokens must be a whole number, got 'many'."),
     (dict(strategy="sample", temperature=0.0), "temperature must be above 0 for sampling"),
     (dict(strategy="sample", top_k=-3), "top_k must be a positive whole number or None (off), got -3."),
     (dict(strategy="sample", top_k=2.5), "top_k must be a whole number, got 2.5."),

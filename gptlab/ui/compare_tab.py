@@ -25,7 +25,7 @@ class CompareTab:
 def _prompt_row():
     with gr.Row():
         prompt = gr.Textbox(value="", label="prompt", elem_id="cmp-prompt")
-        seed = gr.Number(value=1, label="seed", precision=0)
+        seed = gr.Number(value=1, label="seed")
         temperature = gr.Slider(0.1, 2.0, value=0.8, step=0.05, label="temperature")
         max_new_tokens = gr.Slider(10, 500, value=200, step=10, label="new tokens")
     return prompt, seed, temperature, max_new_tokens

@@ -12,9 +12,6 @@ import gradio as gr
 
 from gptlab.config import field_info
 
-INT_TYPES = ("int", "int | None")
-
-
 def label_of(cls, name: str) -> str:
     meta = field_info(cls, name).metadata
     label = meta["label"] or name.replace("_", " ")
@@ -47,9 +44,10 @@ def field_component(cls, name: str, value: Any = None, *, radio: bool = False, h
         return gr.Textbox(value=text, **{**common, "label": common["label"] + " (separate with |)"})
     if f.type == "str":
         return gr.Textbox(value=value, **common)
-    number = dict(precision=0) if f.type in INT_TYPES else {}
-    if meta["off"] is not None:
-        number["minimum"] = 0
+    # No precision=0 for whole numbers: Gradio would round 1.5 to 2 (and fail on inf) before the
+    # config could name the field; the bounds let Gradio refuse what the config would refuse anyway.
+    low, high = meta.get("bounds") or (None, None)
+    number = {"minimum": 0 if meta["off"] is not None else low, "maximum": high}
     return gr.Number(value=value, **number, **common)
 
 
