@@ -150,11 +150,14 @@ def cmd_train(args) -> int:
                 pass  # best/last are named in the closing lines
             elif isinstance(event, DoneEvent):
                 bar.close()
+                if event.status == "failed":
+                    print(f"failed: {event.reason}", file=sys.stderr)  # the reason says what to do
+                    return 1
                 best = f"{event.best_val_loss:.4f}" if event.best_val_loss is not None else "n/a"
                 print(f"{event.status}: {event.reason}. {event.step} steps, {event.tokens_seen:,} tokens in "
                       f"{_fmt_time(event.elapsed)}; best val loss {best}.\ncheckpoints: {out}/best, {out}/last "
                       f"(resume with --resume {out})")
-                return 0 if event.status != "failed" else 1
+                return 0
     except KeyboardInterrupt:
         # Ctrl-C asks the trainer to stop cleanly, so the last checkpoint is saved.
         stop.set()

@@ -6,6 +6,7 @@ The CLI and the app both build a TrainingRun and consume its events. A run lives
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ from gptlab.plots import save_loss_plot
 from gptlab.runfolder import (BEST, INIT, LAST, LOSS_PLOT, METRICS_FILE, newest_checkpoint, read_events,
                               resolve_checkpoint, run_folder_of, write_history)
 from gptlab.tokenizers import Tokenizer, prompt_ids
-from gptlab.trainer import CHECKPOINT_SECONDS, StepHook, Trainer, pick_device
+from gptlab.trainer import CHECKPOINT_SECONDS, SaveError, StepHook, Trainer, pick_device
 
 
 class TrainingRun:
@@ -142,9 +143,19 @@ class TrainingRun:
         return paths
 
     def _save(self, label: str, trainer_state: dict | None, metrics: dict) -> str:
-        return str(save_checkpoint(self.out_dir / label, self.trainer.model, self.model_config, self.data.tokenizer,
-                                   train_config=self.train_config, trainer_state=trainer_state,
-                                   step=self.trainer.step, metrics=metrics, extra=self.extra))
+        folder, step = self.out_dir / label, self.trainer.step
+        kept = "the previous one is kept" if (folder / CONFIG_FILE).is_file() else "nothing was overwritten"
+        try:
+            return str(save_checkpoint(folder, self.trainer.model, self.model_config, self.data.tokenizer,
+                                       train_config=self.train_config, trainer_state=trainer_state,
+                                       step=step, metrics=metrics, extra=self.extra))
+        except OSError as e:
+            # save_checkpoint has already put things back: the old folder whole, no temporary one left.
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise SaveError(f"The disk is full: the checkpoint at step {step} could not be saved ({kept}). "
+                                "Free some space, then resume.") from e
+            raise SaveError(f"The checkpoint at step {step} could not be saved in {folder} "
+                            f"({e.strerror or e}; {kept}). Fix that, then resume.") from e
 
     def _sample(self, model) -> str:
         ids = list(generate(model, self._prompt, self._sample_config, eot=self.data.tokenizer.eot))
@@ -157,8 +168,14 @@ class TrainingRun:
             self._save(INIT, None, {})  # the untrained weights, for honest before/after comparisons
         with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as log:
             for event in self.trainer.run(stop):
-                log.write(json.dumps(event.as_dict()) + "\n")
-                log.flush()
+                try:
+                    log.write(json.dumps(event.as_dict()) + "\n")
+                    log.flush()
+                except OSError as e:
+                    if event.kind != "done":  # a run that has ended still reports how
+                        raise SaveError(f"{self.out_dir / METRICS_FILE} could not be written at step {event.step} "
+                                        f"({e.strerror or e}); the last checkpoint is kept. Free some space, "
+                                        "then resume.") from e
                 if event.kind == "done":
                     self._draw_loss_plot()
                 yield event
@@ -173,8 +190,11 @@ class TrainingRun:
         write_history(self._history or self.out_dir, self.out_dir, self.trainer.step)
 
     def _draw_loss_plot(self) -> None:
-        # The whole history (a resumed run's too), for the model card and the README.
-        save_loss_plot(read_events(self.out_dir), self.out_dir / LOSS_PLOT, self.model_config.vocab_size)
+        try:
+            # The whole history (a resumed run's too), for the model card and the README.
+            save_loss_plot(read_events(self.out_dir), self.out_dir / LOSS_PLOT, self.model_config.vocab_size)
+        except OSError:
+            pass  # a full disk must not turn a run that has ended into a failure; the log holds the same
 
 
 def _resume_point(path: Path) -> Path:
