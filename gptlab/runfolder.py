@@ -30,8 +30,9 @@ LOSS_PLOT = "loss.png"
 
 
 def resolve_checkpoint(path: str | os.PathLike, prefer: str = LAST) -> Path:
-    """A checkpoint folder means itself. A run folder means its last checkpoint (prefer=LAST: what a
-    resume continues from) or the checkpoint that stands for the run (prefer=BEST: best_or_last)."""
+    """A checkpoint folder means itself. A run folder means its last checkpoint (prefer=LAST) or the
+    checkpoint that stands for the run (prefer=BEST: best_or_last). A resume, which must also find
+    a crashed run's newest checkpoint, asks newest_checkpoint instead."""
     path = Path(path)
     if prefer not in (BEST, LAST):
         raise ValueError(f"prefer must be {BEST!r} or {LAST!r}, not {prefer!r}.")
