@@ -227,7 +227,8 @@ class RunRegistry:
                 elif event.kind == "done":
                     info.status, info.reason = event.status, event.reason
         except Exception as e:  # a crash must end as a visible 'failed' run, never a silent dead thread
-            info.status, info.reason = "failed", f"{type(e).__name__}: {e}"
+            # Our ValueErrors are sentences for the user; anything else is named, since it is a bug or the OS.
+            info.status, info.reason = "failed", str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
         finally:
             if info.status == "running":
                 info.status, info.reason = "stopped", "training ended unexpectedly"

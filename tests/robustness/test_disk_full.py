@@ -182,3 +182,22 @@ def test_a_loss_plot_that_cannot_be_drawn_does_not_fail_a_finished_run(tmp_path,
     run = TrainingRun.new(MODEL, train_config(max_steps=3), tmp_path / "run", data_paths=[text_file])
     assert list(run.events())[-1].status == "finished"
     assert torch.is_tensor(load_checkpoint(tmp_path / "run" / "last").trainer_state()["torch_rng"])
+
+
+@pytest.mark.parametrize("fills_at", [None, 3], ids=["before the first step", "mid-run"])
+def test_an_app_run_on_a_full_disk_ends_failed_with_the_sentence_alone(tmp_path, monkeypatch, text_file, fills_at):
+    from gptlab.runs import RunRegistry
+
+    disk = Disk(monkeypatch)
+    disk.full = fills_at is None
+    registry = RunRegistry(tmp_path / "runs")
+    registry.step_hook = lambda step: setattr(disk, "full", True) if step == fills_at else None
+    run_id = registry.start("alice", model_config=MODEL, train_config=train_config(eval_interval=2),
+                            data_paths=[text_file])
+    registry.wait(run_id, 60)
+    info = registry.get("alice", run_id)
+    step = 0 if fills_at is None else 4  # the evaluation after the disk filled up
+    kept = "nothing was overwritten" if fills_at is None else "the previous one is kept"
+    assert info.status == "failed"
+    assert info.reason == f"The disk is full: the checkpoint at step {step} could not be saved ({kept}). " \
+                          "Free some space, then resume."
