@@ -6,9 +6,11 @@ Every error a user can cause ends as one line on stderr and exit status 2, never
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -118,12 +120,43 @@ def _fmt_time(seconds: float | None) -> str:
 
 
 def cmd_train(args) -> int:
+    from gptlab.trainer import StopFlag
+
+    stop, received = StopFlag(), []
+    with _signals_stop(stop, received):
+        return _train(args, stop, received)
+
+
+@contextlib.contextmanager
+def _signals_stop(stop, received: list):
+    """SIGTERM (what a container or a Space restart sends) and Ctrl-C ask the trainer to stop at the
+    end of the step in progress, so last/ is saved; a second Ctrl-C quits at once."""
+    def handler(signum, frame):
+        if stop.is_set():
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
+        received.append(signum)
+        stop.set(f"the process was asked to stop by {signal.Signals(signum).name}")
+
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _train(args, stop, received: list) -> int:
     from tqdm import tqdm
 
     from gptlab.events import CheckpointEvent, DoneEvent, EvalEvent, SampleEvent, StepEvent
+    from gptlab.runfolder import describe_checkpoint
     from gptlab.training import TrainingRun
 
-    stop = threading.Event()
     if args.resume:
         ignored = sorted(set(_overrides(args, ModelConfig)) | set(_overrides(args, TrainConfig)) - {"max_steps", "max_time"})
         if args.preset or args.init_from or ignored:
@@ -140,6 +173,9 @@ def cmd_train(args) -> int:
         run = (TrainingRun.fine_tune(args.init_from, model_config, train_config, out_dir, args.data) if args.init_from
                else TrainingRun.new(model_config, train_config, out_dir, args.data))
     out, stats = run.out_dir, run.data.stats
+    if run.resumed_from is not None:
+        print(f"resuming from {describe_checkpoint(run.resumed_from)} in {run.resumed_from.parent}",
+              file=sys.stderr)
     print(f"run folder: {out}\ndata: {stats.characters:,} characters, {stats.tokens:,} tokens "
           f"({stats.train_tokens:,} train / {stats.val_tokens:,} val), vocabulary {stats.vocab_size}\n"
           f"model: {run.model_config.num_params() / 1e6:.2f}M parameters, context {run.model_config.block_size}; "
@@ -165,18 +201,18 @@ def cmd_train(args) -> int:
                 pass  # best/last are named in the closing lines
             elif isinstance(event, DoneEvent):
                 bar.close()
+                if event.status == "failed":
+                    print(f"failed: {event.reason}", file=sys.stderr)  # the reason says what to do
+                    return 1
                 best = f"{event.best_val_loss:.4f}" if event.best_val_loss is not None else "n/a"
                 print(f"{event.status}: {event.reason}. {event.step} steps, {event.tokens_seen:,} tokens in "
                       f"{_fmt_time(event.elapsed)}; best val loss {best}.\ncheckpoints: {out}/best, {out}/last "
                       f"(resume with --resume {out})")
-                return 0 if event.status != "failed" else 1
-    except KeyboardInterrupt:
-        # Ctrl-C asks the trainer to stop cleanly, so the last checkpoint is saved.
-        stop.set()
-        print("\nstopping after the current step ...", file=sys.stderr)
-        for event in events:
-            if isinstance(event, DoneEvent):
-                print(f"{event.status}: {event.reason}. Resume with --resume {out}")
+                # A run ended by a signal exits as a killed process would (128 + the signal's number).
+                return 128 + received[0] if received and event.status == "stopped" else 0
+    except KeyboardInterrupt:  # a second Ctrl-C, while the first was stopping the run
+        print(f"\ninterrupted before the last checkpoint was saved; --resume {out} continues from the newest "
+              "one", file=sys.stderr)
         return 130
     finally:
         if bar is not None:

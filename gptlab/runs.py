@@ -5,6 +5,8 @@ dropped connection never touches the training itself. Every run belongs to an ow
 browser's); a run is invisible to everyone else, and unknown and foreign run ids look the same.
 
 runs/<id>/ is a run folder (gptlab.runfolder) with a status.json beside what TrainingRun writes.
+A run that was training when the server process died is shown as 'interrupted' at the next start,
+and resumes from its newest checkpoint; stop_all (for a server's SIGTERM) stops every run cleanly.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from typing import Any
 
 from gptlab.config import ModelConfig, TrainConfig, to_dict
 from gptlab.events import Event
-from gptlab.runfolder import LAST, read_events, read_new_events
-from gptlab.trainer import StepHook
+from gptlab.runfolder import METRICS_FILE, checkpoint_step, newest_checkpoint, read_events, read_new_events
+from gptlab.trainer import StepHook, StopFlag
 from gptlab.training import TrainingRun
 
 STATUS_FILE = "status.json"
 ACTIVE = ("running",)
+INTERRUPTED = "interrupted"  # was running when the server process died; resumable
+SHUTTING_DOWN = "the server is shutting down"
 
 
 class RunError(ValueError):
@@ -43,7 +47,7 @@ class RunInfo:
     id: str
     owner: str
     name: str
-    status: str  # running, finished, stopped, failed
+    status: str  # running, finished, stopped, failed, interrupted
     created: float
     ended: float | None = None
     reason: str = ""
@@ -56,7 +60,7 @@ class RunInfo:
     @property
     def resumable(self) -> bool:
         """Not training now; whether it saved a checkpoint to resume from is checked on resume."""
-        return self.status in ("stopped", "failed", "finished")
+        return self.status in ("stopped", "failed", "finished", INTERRUPTED)
 
 
 def _same_owner(a: str, b: str) -> bool:
@@ -75,7 +79,8 @@ class RunRegistry:
         self.step_hook = step_hook
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
-        self._stops: dict[str, threading.Event] = {}
+        self._stops: dict[str, StopFlag] = {}
+        self._closing = False
         self._mark_interrupted()
 
     # -- disk ------------------------------------------------------------------------------
@@ -102,8 +107,20 @@ class RunRegistry:
         """A run that was 'running' when the server stopped has no thread any more."""
         for info in self._all():
             if info.status in ACTIVE:
-                info.status, info.ended = "stopped", time.time()
-                info.reason = "the server restarted during training; resume to continue from the last checkpoint"
+                folder = self.root / info.id
+                newest = newest_checkpoint(folder)
+                info.status = INTERRUPTED
+                try:  # when it last logged something: about when the server died
+                    info.ended = (folder / METRICS_FILE).stat().st_mtime
+                except OSError:
+                    info.ended = time.time()
+                if newest is None:
+                    info.reason = ("the server stopped during training, before the run saved its first "
+                                   "checkpoint, so it cannot be resumed; start a new run")
+                else:
+                    info.step = checkpoint_step(newest)
+                    info.reason = ("the server stopped during training; Resume continues from the newest "
+                                   f"checkpoint, at step {info.step:,}")
                 self._write(info)
 
     # -- queries (owner-checked) -------------------------------------------------------------
@@ -140,6 +157,9 @@ class RunRegistry:
         if not owner:
             raise RunError("A run needs an owner.")
         with self._lock:
+            if self._closing:
+                raise BusyError("The server is shutting down, so no run can start now; try again once it "
+                                "is back (stopped runs can be resumed then).")
             if sum(t.is_alive() for t in self._threads.values()) >= self.max_concurrent:
                 raise BusyError(f"The server is already training {self.max_concurrent} model(s), its limit. "
                                 "Try again when a run has finished, or stop yours.")
@@ -147,10 +167,11 @@ class RunRegistry:
                 info = self.get(owner, resume_id)
                 if info.id in self._threads and self._threads[info.id].is_alive():
                     raise RunError("That run is still training.")
-                if not (self.root / info.id / LAST).is_dir():
+                newest = newest_checkpoint(self.root / info.id)
+                if newest is None:
                     raise RunError("That run saved no checkpoint before it ended, so it cannot be resumed; "
                                    "start a new run instead.")
-                run = TrainingRun.resume(self.root / info.id,
+                run = TrainingRun.resume(newest, out_dir=self.root / info.id,
                                          max_steps=train_config.max_steps if train_config else None,
                                          max_time=(train_config.max_time or 0) if train_config else None,
                                          step_hook=self.step_hook)
@@ -175,7 +196,7 @@ class RunRegistry:
                                data=run.data.description)
             (self.root / info.id).mkdir(parents=True, exist_ok=True)
             self._write(info)
-            stop = threading.Event()
+            stop = StopFlag()
             thread = threading.Thread(target=self._train, args=(run, info, stop), name=f"train-{info.id}", daemon=True)
             self._threads[info.id], self._stops[info.id] = thread, stop
             thread.start()
@@ -206,7 +227,8 @@ class RunRegistry:
                 elif event.kind == "done":
                     info.status, info.reason = event.status, event.reason
         except Exception as e:  # a crash must end as a visible 'failed' run, never a silent dead thread
-            info.status, info.reason = "failed", f"{type(e).__name__}: {e}"
+            # Our ValueErrors are sentences for the user; anything else is named, since it is a bug or the OS.
+            info.status, info.reason = "failed", str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
         finally:
             if info.status == "running":
                 info.status, info.reason = "stopped", "training ended unexpectedly"
@@ -222,6 +244,21 @@ class RunRegistry:
             return False
         stop.set()
         return True
+
+    def stop_all(self, timeout: float | None = None) -> list[str]:
+        """Stop every run and refuse new ones, for a server that is shutting down (its SIGTERM
+        handler): each run ends after the step in progress, saves last/ and is marked stopped.
+        Waits up to `timeout` seconds in all; returns the ids of runs still training then (the next
+        start-up shows them as interrupted, resumable from their newest checkpoint)."""
+        with self._lock:
+            self._closing = True
+            running = [(run_id, thread) for run_id, thread in self._threads.items() if thread.is_alive()]
+            for run_id, _ in running:
+                self._stops[run_id].set(SHUTTING_DOWN)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for _, thread in running:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return [run_id for run_id, thread in running if thread.is_alive()]
 
     def wait(self, run_id: str, timeout: float | None = None) -> None:
         thread = self._threads.get(run_id)

@@ -4,6 +4,10 @@ It needs a model whose forward(x, y) returns (anything, loss), a data source wit
 train_batch(batch_size, generator) and eval_batches(split, batch_size, count=...), and it yields
 typed events. Saving and sampling are callbacks, so the same loop serves the CLI and the app; so is
 `on_step`, called with the step number after every optimiser step (tests pace or hold runs with it).
+
+A crash loses little: `last` is saved at every evaluation and at least every `checkpoint_seconds`.
+The stop flag is looked at before every step, between micro-batches and between evaluation
+batches; a stop ends the run at the last completed optimiser step, saved as `last`.
 """
 
 from __future__ import annotations
@@ -20,9 +24,37 @@ import torch.nn as nn
 from gptlab.config import TrainConfig
 from gptlab.events import CheckpointEvent, DoneEvent, EvalEvent, Event, SampleEvent, StepEvent
 
+LAST = "last"  # the checkpoint a resume continues from (gptlab.runfolder names a run's folders)
 SaveFn = Callable[[str, dict[str, Any], dict[str, Any]], str]  # (label, trainer_state, metrics) -> path
 SampleFn = Callable[[nn.Module], str]
 StepHook = Callable[[int], None]  # (the step just taken) -> None
+
+# Saving a 30M-parameter model takes well under a second, so once a minute costs little; once a step
+# would cost more than the training.
+CHECKPOINT_SECONDS = 60.0
+
+
+class StopFlag(threading.Event):
+    """A stop flag that may say who asked (a signal, a server shutting down): the run's DoneEvent
+    gives that reason. A plain threading.Event works as a stop flag too."""
+
+    def __init__(self):
+        super().__init__()
+        self.reason = ""
+
+    def set(self, reason: str = "") -> None:
+        if reason and not self.is_set():
+            self.reason = reason
+        super().set()
+
+
+class SaveError(ValueError):
+    """What a save callback raises, with a sentence for the user, when a checkpoint cannot be
+    written: the run then ends as failed with that sentence instead of a traceback."""
+
+
+class _Stopped(Exception):
+    """The stop flag, seen in the middle of an evaluation or of a step's micro-batches."""
 
 
 class DataSource(Protocol):
@@ -72,8 +104,12 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) 
 class Trainer:
     def __init__(self, model: nn.Module, config: TrainConfig, data: DataSource, *,
                  save: SaveFn | None = None, sample: SampleFn | None = None, device: torch.device | None = None,
-                 on_step: StepHook | None = None):
+                 on_step: StepHook | None = None, checkpoint_seconds: float | None = CHECKPOINT_SECONDS):
+        if checkpoint_seconds is not None and not checkpoint_seconds > 0:
+            raise ValueError(f"checkpoint_seconds must be a number of seconds above 0, or None to save last only "
+                             f"at evaluations; got {checkpoint_seconds!r}.")
         self.config = config
+        self.checkpoint_seconds = checkpoint_seconds
         self.device = device or pick_device(config.device)
         self.model = model.to(self.device)
         self.data = data
@@ -86,6 +122,10 @@ class Trainer:
         self.best_val_loss = math.inf
         self.bad_evals = 0
         self._eval_seconds = 0.0
+        self._stop: threading.Event | None = None
+        self._clock = time.perf_counter()
+        self._last_saved_step: int | None = None
+        self._last_saved_at = time.monotonic()
         self.metrics: dict[str, Any] = {}
         torch.manual_seed(config.seed)
         self._forward = torch.compile(self.model) if config.compile else self.model
@@ -97,23 +137,28 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything besides the weights that a resumed run needs to continue exactly."""
-        state = {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
-                 "best_val_loss": self.best_val_loss, "bad_evals": self.bad_evals,
-                 "optimizer": self.optimizer.state_dict(), "data_rng": self.data_rng.get_state(),
-                 "torch_rng": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
-        return state
+        return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
+                "best_val_loss": self.best_val_loss, "bad_evals": self.bad_evals,
+                "optimizer": self.optimizer.state_dict(), **self._rng_states()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
         self.elapsed, self.best_val_loss = float(state["elapsed"]), float(state["best_val_loss"])
         self.bad_evals = int(state["bad_evals"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.data_rng.set_state(state["data_rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self._set_rng_states(state)
+
+    def _rng_states(self) -> dict[str, torch.Tensor]:
+        states = {"data_rng": self.data_rng.get_state(), "torch_rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            states["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return states
+
+    def _set_rng_states(self, states: dict[str, torch.Tensor]) -> None:
+        self.data_rng.set_state(states["data_rng"])
+        torch.set_rng_state(states["torch_rng"])
+        if "cuda_rng" in states and self.device.type == "cuda":
+            torch.cuda.set_rng_state(states["cuda_rng"], self.device)
 
     # -- pieces of a step --------------------------------------------------------------------
 
@@ -130,17 +175,24 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         losses = {}
-        for split in ("train", "val"):
-            total, n = 0.0, 0
-            for x, y in self.data.eval_batches(split, self.config.batch_size,
-                                               count=self.config.eval_batches * self.config.batch_size):
-                with self._autocast:
-                    _, loss = self._forward(x.to(self.device), y.to(self.device))
-                total += loss.item() * x.size(0)
-                n += x.size(0)
-            losses[split] = total / n
-        self.model.train(was_training)
+        try:
+            for split in ("train", "val"):
+                total, n = 0.0, 0
+                for x, y in self.data.eval_batches(split, self.config.batch_size,
+                                                   count=self.config.eval_batches * self.config.batch_size):
+                    self._check_stop()
+                    with self._autocast:
+                        _, loss = self._forward(x.to(self.device), y.to(self.device))
+                    total += loss.item() * x.size(0)
+                    n += x.size(0)
+                losses[split] = total / n
+        finally:
+            self.model.train(was_training)
         return losses
+
+    def _check_stop(self) -> None:
+        if self._stop is not None and self._stop.is_set():
+            raise _Stopped
 
     def _train_step(self) -> tuple[float, float, float, int]:
         """One optimiser step over grad_accum_steps micro-batches: (loss, grad norm, lr, tokens)."""
@@ -149,13 +201,24 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total, tokens = torch.zeros((), device=self.device), 0
-        for _ in range(cfg.grad_accum_steps):
-            x, y = self.data.train_batch(cfg.batch_size, self.data_rng)
-            tokens += y.numel()
-            with self._autocast:
-                _, loss = self._forward(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
-            (loss / cfg.grad_accum_steps).backward()
-            total += loss.detach()
+        # A stop between micro-batches abandons the step; the random states go back to where it began,
+        # so the saved state is that of the last completed step and a resume repeats this one exactly.
+        rngs = self._rng_states() if cfg.grad_accum_steps > 1 else None
+        try:
+            for micro in range(cfg.grad_accum_steps):
+                if micro:
+                    self._check_stop()
+                x, y = self.data.train_batch(cfg.batch_size, self.data_rng)
+                tokens += y.numel()
+                with self._autocast:
+                    _, loss = self._forward(x.to(self.device, non_blocking=True),
+                                            y.to(self.device, non_blocking=True))
+                (loss / cfg.grad_accum_steps).backward()
+                total += loss.detach()
+        except _Stopped:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._set_rng_states(rngs)
+            raise
         # The norm before clipping is what tells a user that training is unstable.
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         loss_value, norm_value = (total / cfg.grad_accum_steps).item(), float(norm)
@@ -168,6 +231,13 @@ class Trainer:
         if self.save_fn is not None:
             path = self.save_fn(label, self.state_dict(), dict(self.metrics, step=self.step))
             yield CheckpointEvent(self.step, label, str(path))
+
+    def _save_last(self) -> Iterator[Event]:
+        """`last`, unless it already holds this step (an evaluation saved it just before the end)."""
+        if self._last_saved_step != self.step:
+            yield from self._save(LAST)
+            self._last_saved_step = self.step
+        self._last_saved_at = time.monotonic()
 
     def _eval_events(self) -> Iterator[Event]:
         started = time.perf_counter()
@@ -191,18 +261,35 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self, stop: threading.Event | None = None) -> Iterator[Event]:
+        self._stop = stop
+        try:
+            try:
+                yield from self._loop()
+            except _Stopped:
+                # Inside an evaluation or mid-step: the weights are those of the last completed step.
+                yield from self._stopped()
+        except SaveError as e:
+            yield self._done("failed", str(e))
+        finally:
+            self._stop = None
+
+    def _stopped(self) -> Iterator[Event]:
+        self.elapsed = time.perf_counter() - self._clock
+        yield from self._save_last()
+        why = getattr(self._stop, "reason", "")
+        yield self._done("stopped", f"stopped by request at step {self.step}" + (f": {why}" if why else ""))
+
+    def _loop(self) -> Iterator[Event]:
         cfg = self.config
         self.model.train()
-        start = time.perf_counter() - self.elapsed
+        self._clock = time.perf_counter() - self.elapsed
+        self._last_saved_at = time.monotonic()
         if self.step == 0:
             yield from self._eval_events()  # the loss before learning anything: about ln(vocab)
         window_start, window_steps, window_tokens = time.perf_counter(), 0, 0
         while True:
-            self.elapsed = time.perf_counter() - start
-            if stop is not None and stop.is_set():
-                yield from self._save("last")
-                yield self._done("stopped", f"stopped by request at step {self.step}")
-                return
+            self.elapsed = time.perf_counter() - self._clock
+            self._check_stop()
             if self.step >= cfg.max_steps:
                 reason = f"reached max_steps ({cfg.max_steps})"
                 break
@@ -224,7 +311,7 @@ class Trainer:
                 # Before the step's events, so a hook that sets the stop flag ends the run at this step.
                 self.on_step(self.step)
             window_steps, window_tokens = window_steps + 1, window_tokens + tokens
-            self.elapsed = time.perf_counter() - start
+            self.elapsed = time.perf_counter() - self._clock
             self.metrics["train_loss_step"] = loss
 
             if self.step % cfg.log_interval == 0 or self.step == cfg.max_steps:
@@ -233,7 +320,8 @@ class Trainer:
                 yield StepEvent(self.step, loss, lr, norm, self.tokens_seen, window_tokens / seconds,
                                 self.elapsed, self._eta(window_steps / seconds))
                 window_start, window_steps, window_tokens = now, 0, 0
-            if self.step % cfg.eval_interval == 0:
+            evaluated = self.step % cfg.eval_interval == 0
+            if evaluated:
                 yield from self._eval_events()
                 if cfg.patience is not None and self.bad_evals >= cfg.patience:
                     reason = (f"early stopping: the validation loss has not improved for {cfg.patience} "
@@ -243,11 +331,15 @@ class Trainer:
                 yield SampleEvent(self.step, self.sample_fn(self.model))
             if cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0:
                 yield from self._save(f"step-{self.step:06d}")
+            # Whatever the loss did, so a crash loses one evaluation interval (or checkpoint_seconds) at most.
+            if evaluated or (self.checkpoint_seconds is not None
+                             and time.monotonic() - self._last_saved_at >= self.checkpoint_seconds):
+                yield from self._save_last()
 
         if self.step % cfg.eval_interval != 0:
             yield from self._eval_events()  # so the run always ends with a known validation loss
-        yield from self._save("last")
-        self.elapsed = time.perf_counter() - start
+        yield from self._save_last()
+        self.elapsed = time.perf_counter() - self._clock
         yield self._done("finished", reason)
 
     def _eta(self, steps_per_sec: float) -> float | None:

@@ -6,24 +6,27 @@ The CLI and the app both build a TrainingRun and consume its events. A run lives
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
 
-from gptlab.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from gptlab.checkpoint import CONFIG_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from gptlab.config import ConfigError, ModelConfig, SampleConfig, TrainConfig
 from gptlab.data import load_texts, prepare_data
 from gptlab.events import Event
 from gptlab.generate import generate
 from gptlab.model import GPT
 from gptlab.plots import save_loss_plot
-from gptlab.runfolder import BEST, INIT, LAST, LOSS_PLOT, METRICS_FILE, read_events, resolve_checkpoint, run_folder_of
+from gptlab.runfolder import (BEST, INIT, LAST, LOSS_PLOT, METRICS_FILE, newest_checkpoint, read_events,
+                              resolve_checkpoint, run_folder_of, write_history)
 from gptlab.tokenizers import Tokenizer, prompt_ids
-from gptlab.trainer import StepHook, Trainer, pick_device
+from gptlab.trainer import CHECKPOINT_SECONDS, SaveError, StepHook, Trainer, pick_device
 
 
 class TrainingRun:
@@ -33,19 +36,24 @@ class TrainingRun:
     @classmethod
     def new(cls, model_config: ModelConfig, train_config: TrainConfig, out_dir: str | os.PathLike,
             data_paths: Sequence[str | os.PathLike] | None = None, texts: Sequence[str] | None = None, *,
-            step_hook: StepHook | None = None) -> TrainingRun:
-        """A run from random weights, with a tokenizer (train_config.tokenizer) built from its text."""
+            step_hook: StepHook | None = None, checkpoint_seconds: float | None = CHECKPOINT_SECONDS) -> TrainingRun:
+        """A run from random weights, with a tokenizer (train_config.tokenizer) built from its text.
+        last/ is saved at every evaluation and at least every checkpoint_seconds (None: only then)."""
         _check_new_run(model_config, train_config, out_dir)
-        return cls(out_dir, model_config, train_config, data_paths, texts, step_hook=step_hook)
+        return cls(out_dir, model_config, train_config, data_paths, texts, step_hook=step_hook,
+                   checkpoint_seconds=checkpoint_seconds)
 
     @classmethod
     def resume(cls, run_or_checkpoint: str | os.PathLike, *, out_dir: str | os.PathLike | None = None,
                data_paths: Sequence[str | os.PathLike] | None = None, texts: Sequence[str] | None = None,
                max_steps: int | None = None, max_time: float | None = None,
-               step_hook: StepHook | None = None) -> TrainingRun:
-        """Continue a stopped run exactly from its last checkpoint: same folder, configs and data.
+               step_hook: StepHook | None = None, checkpoint_seconds: float | None = CHECKPOINT_SECONDS) -> TrainingRun:
+        """Continue a stopped or crashed run exactly from a checkpoint: a run folder means its newest
+        (runfolder.newest_checkpoint; `resumed_from` says which). Same configs and data; the log is
+        cut back to the checkpoint's step. By default the run continues in its own folder; another
+        out_dir must be empty, and gets the run's init/ and its log up to that step.
         max_steps and max_time may be raised to train for longer."""
-        source = load_checkpoint(resolve_checkpoint(run_or_checkpoint))
+        source = load_checkpoint(_resume_point(Path(run_or_checkpoint)))
         if not source.resumable or source.train_config is None:
             raise ConfigError(f"{source.path} holds no trainer state, so it cannot be resumed; "
                               "start a new run from its weights with init_from (--init-from) instead.")
@@ -54,16 +62,20 @@ class TrainingRun:
             limits["max_time"] = None
         if not texts:
             data_paths = data_paths or source.extra.get("data", {}).get("paths") or None
-        run = cls(out_dir or run_folder_of(run_or_checkpoint), source.model_config,
-                  source.train_config.replace(**limits), data_paths, texts, source=source, resumed=True,
-                  step_hook=step_hook)
+        history = run_folder_of(source.path)
+        if out_dir is not None and Path(out_dir).resolve() != history.resolve():
+            _check_empty(Path(out_dir), history)
+        run = cls(out_dir or history, source.model_config, source.train_config.replace(**limits), data_paths,
+                  texts, source=source, resumed=True, step_hook=step_hook, checkpoint_seconds=checkpoint_seconds)
         run.trainer.load_state_dict(source.trainer_state())
+        run.resumed_from, run._history = source.path, history
         return run
 
     @classmethod
     def fine_tune(cls, init_from: str | os.PathLike, model_config: ModelConfig, train_config: TrainConfig,
                   out_dir: str | os.PathLike, data_paths: Sequence[str | os.PathLike] | None = None,
-                  texts: Sequence[str] | None = None, *, step_hook: StepHook | None = None) -> TrainingRun:
+                  texts: Sequence[str] | None = None, *, step_hook: StepHook | None = None,
+                  checkpoint_seconds: float | None = CHECKPOINT_SECONDS) -> TrainingRun:
         """A new run from a checkpoint's weights (a run folder stands for its best, else its last)."""
         _check_new_run(model_config, train_config, out_dir)
         source = load_checkpoint(resolve_checkpoint(init_from, prefer=BEST))
@@ -72,7 +84,7 @@ class TrainingRun:
                                                                   source.model_config.block_size),
                                                    dropout=model_config.dropout)
         run = cls(out_dir, model_config, train_config.replace(tokenizer=source.tokenizer.name), data_paths, texts,
-                  source=source, step_hook=step_hook)
+                  source=source, step_hook=step_hook, checkpoint_seconds=checkpoint_seconds)
         run.extra["init_from"] = str(source.path)
         base = source.extra.get("base_model") or source.extra.get("source")
         if base:  # a fine-tune's model card names what it started from, and keeps its licence
@@ -83,10 +95,13 @@ class TrainingRun:
 
     def __init__(self, out_dir: str | os.PathLike, model_config: ModelConfig, train_config: TrainConfig,
                  data_paths: Sequence[str | os.PathLike] | None, texts: Sequence[str] | None, *,
-                 source: Checkpoint | None = None, resumed: bool = False, step_hook: StepHook | None = None):
+                 source: Checkpoint | None = None, resumed: bool = False, step_hook: StepHook | None = None,
+                 checkpoint_seconds: float | None = CHECKPOINT_SECONDS):
         """What every kind of run shares: data, model, trainer and metadata. new, resume and fine_tune
         check their arguments before they come here."""
         self.out_dir, self.resumed = Path(out_dir), resumed
+        self.resumed_from: Path | None = None  # the checkpoint a resumed run continues from
+        self._history: Path | None = None  # the run folder whose log a resumed run continues
         self.documents = load_texts(data_paths, texts)
         tokenizer: Tokenizer | str = source.tokenizer if source is not None else train_config.tokenizer
         self.data = prepare_data(self.documents, tokenizer, model_config.block_size, train_config.val_fraction,
@@ -112,7 +127,7 @@ class TrainingRun:
             paths = [str(Path(p).resolve()) for p in data_paths or ()]
             self.extra = {"data": {**self.data.description, "paths": paths}, "stats": self.data.stats.as_dict()}
         self.trainer = Trainer(model, train_config, self.data.dataset, save=self._save, sample=self._sample,
-                               device=device, on_step=step_hook)
+                               device=device, on_step=step_hook, checkpoint_seconds=checkpoint_seconds)
         self._prompt = prompt_ids(self.data.tokenizer)
         self._sample_config = SampleConfig(max_new_tokens=train_config.sample_tokens, temperature=0.8,
                                            seed=train_config.seed)
@@ -128,25 +143,75 @@ class TrainingRun:
         return paths
 
     def _save(self, label: str, trainer_state: dict | None, metrics: dict) -> str:
-        return str(save_checkpoint(self.out_dir / label, self.trainer.model, self.model_config, self.data.tokenizer,
-                                   train_config=self.train_config, trainer_state=trainer_state,
-                                   step=self.trainer.step, metrics=metrics, extra=self.extra))
+        folder, step = self.out_dir / label, self.trainer.step
+        kept = "the previous one is kept" if (folder / CONFIG_FILE).is_file() else "nothing was overwritten"
+        try:
+            return str(save_checkpoint(folder, self.trainer.model, self.model_config, self.data.tokenizer,
+                                       train_config=self.train_config, trainer_state=trainer_state,
+                                       step=step, metrics=metrics, extra=self.extra))
+        except OSError as e:
+            # save_checkpoint has already put things back: the old folder whole, no temporary one left.
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise SaveError(f"The disk is full: the checkpoint at step {step} could not be saved ({kept}). "
+                                "Free some space, then resume.") from e
+            raise SaveError(f"The checkpoint at step {step} could not be saved in {folder} "
+                            f"({e.strerror or e}; {kept}). Fix that, then resume.") from e
 
     def _sample(self, model) -> str:
         ids = list(generate(model, self._prompt, self._sample_config, eot=self.data.tokenizer.eot))
         return self.data.tokenizer.decode(self._prompt + ids)
 
     def events(self, stop: threading.Event | None = None) -> Iterator[Event]:
-        if not self.resumed:
+        if self.resumed:
+            self._continue_history()
+        else:
             self._save(INIT, None, {})  # the untrained weights, for honest before/after comparisons
         with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as log:
             for event in self.trainer.run(stop):
-                log.write(json.dumps(event.as_dict()) + "\n")
-                log.flush()
+                try:
+                    log.write(json.dumps(event.as_dict()) + "\n")
+                    log.flush()
+                except OSError as e:
+                    if event.kind != "done":  # a run that has ended still reports how
+                        raise SaveError(f"{self.out_dir / METRICS_FILE} could not be written at step {event.step} "
+                                        f"({e.strerror or e}); the last checkpoint is kept. Free some space, "
+                                        "then resume.") from e
                 if event.kind == "done":
-                    # The whole history (a resumed run's too), for the model card and the README.
-                    save_loss_plot(read_events(self.out_dir), self.out_dir / LOSS_PLOT, self.model_config.vocab_size)
+                    self._draw_loss_plot()
                 yield event
+
+    def _continue_history(self) -> None:
+        """The log up to the step resumed from, so no step is logged twice; a run resumed into a new
+        folder takes its history and init/ along, and stands on its own."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self._history is not None and self._history.resolve() != self.out_dir.resolve():
+            if (self._history / INIT).is_dir() and not (self.out_dir / INIT).exists():
+                shutil.copytree(self._history / INIT, self.out_dir / INIT)
+        write_history(self._history or self.out_dir, self.out_dir, self.trainer.step)
+
+    def _draw_loss_plot(self) -> None:
+        try:
+            # The whole history (a resumed run's too), for the model card and the README.
+            save_loss_plot(read_events(self.out_dir), self.out_dir / LOSS_PLOT, self.model_config.vocab_size)
+        except OSError:
+            pass  # a full disk must not turn a run that has ended into a failure; the log holds the same
+
+
+def _resume_point(path: Path) -> Path:
+    """A checkpoint folder means itself; a run folder, its newest resumable checkpoint."""
+    if (path / CONFIG_FILE).is_file() or not path.is_dir():
+        return path  # load_checkpoint explains a missing folder
+    newest = newest_checkpoint(path)
+    if newest is None:
+        raise ConfigError(f"{path} holds no checkpoint to resume from: the run ended before its first "
+                          "evaluation saved one. Start a new run instead.")
+    return newest
+
+
+def _check_empty(out_dir: Path, history: Path) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(f"{out_dir} is not empty, so the run cannot be resumed into it. Choose a new "
+                          f"folder, or leave out --out to continue in {history}.")
 
 
 def _check_new_run(model_config: ModelConfig | None, train_config: TrainConfig | None,

@@ -553,7 +553,7 @@ def test_a_run_from_an_uploaded_file_resumes_after_the_upload_is_gone(lab):
 # A server restart
 
 
-def test_a_run_left_running_by_a_restart_is_marked_stopped(lab):
+def test_a_run_left_running_by_a_restart_is_marked_interrupted(lab):
     root = lab.tmp_path / "runs"
     first = lab.registry(root)
     interrupted = fake_run(first, "alice", created=time.time() - 60, status="running")
@@ -561,10 +561,10 @@ def test_a_run_left_running_by_a_restart_is_marked_stopped(lab):
 
     second = lab.registry(root)
     info = second.get("alice", interrupted)
-    assert info.status == "stopped" and "restart" in info.reason and info.ended is not None
-    assert info.resumable
+    assert info.status == "interrupted" and "server stopped during training" in info.reason
+    assert info.ended is not None and info.resumable
     assert second.get("alice", done).status == "finished"
-    assert status_on_disk(second, interrupted)["status"] == "stopped"
+    assert status_on_disk(second, interrupted)["status"] == "interrupted"
 
 
 def test_a_run_interrupted_by_a_restart_can_be_resumed(lab):
@@ -577,7 +577,7 @@ def test_a_run_interrupted_by_a_restart_can_be_resumed(lab):
     (root / run_id / STATUS_FILE).write_text(json.dumps(status), encoding="utf-8")
 
     second = lab.registry(root)
-    assert "restart" in second.get("alice", run_id).reason
+    assert "Resume continues from the newest checkpoint, at step 3" in second.get("alice", run_id).reason
     second.start("alice", resume_id=run_id, train_config=train_config(max_steps=5))
     info = finish(second, "alice", run_id)
     assert info.status == "finished" and info.step == 5
