@@ -128,9 +128,10 @@ def main(argv=None) -> None:
            auth=throttled_login(*args.credentials) if args.credentials else None)
 
 
-def stop_runs_on_sigterm(lab: Lab, demo: gr.Blocks, timeout_s: float = 60.0) -> None:
+def stop_runs_on_sigterm(lab: Lab, demo: gr.Blocks, timeout_s: float = 15.0) -> None:
     """A Space restart sends SIGTERM: stop every run first, so each saves its last/ checkpoint and
-    is marked stopped (resumable), then close the server."""
+    is marked stopped (resumable), then close the server. The wait stays under the grace period a
+    platform gives before SIGKILL; a run it cannot wait for shows as interrupted after the restart."""
     def stop(signum, frame):
         log.warning("SIGTERM: stopping every run (each saves its last checkpoint), then exiting")
         lab.registry.stop_all(timeout_s)

@@ -31,4 +31,4 @@ def test_a_failed_runs_status_shows_no_server_path(tmp_path, monkeypatch):
     views = list(lab.start(owner="", source="Paste text", files=None, pasted="to be or not to be. " * 80,
                            tokenizer="char", start_from="Scratch (random weights)", settings=settings))
     status = views[-1].status
-    assert "failed" in status and str(tmp_path) not in status and "model.safetensors" in status
+    assert "failed" in status and str(tmp_path) not in status and "The disk is full" in status
