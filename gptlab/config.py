@@ -27,6 +27,29 @@ MAX_STEPS = 1_000_000_000
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit; this is the range both signed and unsigned readers accept
 
 
+class _Config:
+    """What every config can do: be built from a dict (a checkpoint's JSON) or from a form's values,
+    and be copied with changes; each is validated by its __post_init__."""
+    _preset_part = ""  # the part of a Preset that holds this config's settings, if presets have one
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        return cls(**_known(cls, dict(values)))
+
+    @classmethod
+    def from_form(cls, values: dict[str, Any], **fixed):
+        return _from_form(cls, values, **fixed)
+
+    @classmethod
+    def preset(cls, name: str, **overrides):
+        """The named preset's settings for this config, with `overrides` on top."""
+        _check(bool(cls._preset_part), f"{cls.__name__} has no presets; build it from its settings.")
+        return cls.from_dict({**getattr(preset(name), cls._preset_part), **overrides})
+
+    def replace(self, **changes):
+        return replace(self, **_known(type(self), changes))
+
+
 # --------------------------------------------------------------------------------------------
 # Model
 
@@ -36,7 +59,9 @@ ACTIVATIONS = ("gelu_tanh", "gelu")
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Config):
+    _preset_part = "model"
+
     vocab_size: int = setting(65, "tokens the model knows (set from the tokenizer)",
                               bounds=(1, MAX_VOCAB))
     block_size: int = setting(256, "context length: how many tokens the model sees at once",
@@ -59,21 +84,6 @@ class ModelConfig:
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}.")
         _check(self.activation in ACTIVATIONS,
                f"activation must be one of {', '.join(ACTIVATIONS)}, got {shown(self.activation)}.")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "ModelConfig":
-        return cls(**_known(cls, dict(values)))
-
-    @classmethod
-    def from_form(cls, values: dict[str, Any], **fixed) -> "ModelConfig":
-        return _from_form(cls, values, **fixed)
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "ModelConfig":
-        return cls.from_dict({**preset(name).model, **overrides})
-
-    def replace(self, **changes) -> "ModelConfig":
-        return replace(self, **_known(ModelConfig, changes))
 
     @property
     def head_size(self) -> int:
@@ -116,7 +126,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Config):
+    _preset_part = "train"
+
     tokenizer: str = setting("char", "char (one token per character) or gpt2 (GPT-2's byte-pair encoding)",
                              choices=TOKENIZERS)
     val_fraction: float = setting(0.1, "share of the text held out at the end for validation")
@@ -176,21 +188,6 @@ class TrainConfig:
         _check(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
                f"device must be auto, cpu, cuda, cuda:N or mps; got {shown(self.device)}.")
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        return cls(**_known(cls, dict(values)))
-
-    @classmethod
-    def from_form(cls, values: dict[str, Any], **fixed) -> "TrainConfig":
-        return _from_form(cls, values, **fixed)
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> "TrainConfig":
-        return cls.from_dict({**preset(name).train, **overrides})
-
-    def replace(self, **changes) -> "TrainConfig":
-        return replace(self, **_known(TrainConfig, changes))
-
     def lr_at(self, step: int, time_fraction: float = 0.0) -> float:
         """Learning rate at `step`: linear warmup, then the chosen decay to min_lr. With a wall-time
         budget the decay follows whichever is further along, the steps or the clock. A warmup longer
@@ -218,7 +215,7 @@ STRATEGIES = ("greedy", "sample", "beam")
 
 
 @dataclass(frozen=True)
-class SampleConfig:
+class SampleConfig(_Config):
     strategy: str = setting("sample", "greedy (always the likeliest token), sample (draw from the "
                                       "distribution) or beam (beam search)", label="decoding", choices=STRATEGIES)
     max_new_tokens: int = setting(200, "how many tokens to generate at most", label="max new tokens",
@@ -271,10 +268,6 @@ class SampleConfig:
         object.__setattr__(self, "stop", tuple(self.stop))
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "SampleConfig":
-        return cls(**_known(cls, dict(values)))
-
-    @classmethod
     def from_form(cls, values: dict[str, Any], **fixed) -> "SampleConfig":
         """Settings from a decoding form. The form keeps every control's value whichever strategy is
         chosen, so the ones the strategy does not use are dropped here; stop strings arrive as one
@@ -291,9 +284,6 @@ class SampleConfig:
         if values.get("seed") == "":
             values["seed"] = None
         return _from_form(cls, values, **fixed)
-
-    def replace(self, **changes) -> "SampleConfig":
-        return replace(self, **_known(SampleConfig, changes))
 
 
 # The form fields of the app and the API, in the order the API has always taken them.

@@ -63,6 +63,22 @@ class RunInfo:
         return self.status in ("stopped", "failed", "finished", INTERRUPTED)
 
 
+class RunFeed:
+    """One run's events, read once for all who watch it: whoever polls first reads what the log
+    gained since, and every watcher takes the events past its own count. A resume rewrites the log,
+    so it starts a new feed."""
+
+    def __init__(self, folder: Path):
+        self.folder, self._events, self._offset = folder, [], 0
+        self._lock = threading.Lock()
+
+    def since(self, count: int) -> list[Event]:
+        with self._lock:
+            new, self._offset = read_new_events(self.folder, self._offset)
+            self._events += new
+            return self._events[count:]
+
+
 def _same_owner(a: str, b: str) -> bool:
     # compare_digest refuses non-ASCII str; bytes keep the comparison constant-time for any token.
     return secrets.compare_digest(a.encode("utf-8"), b.encode("utf-8"))
@@ -70,16 +86,18 @@ def _same_owner(a: str, b: str) -> bool:
 
 class RunRegistry:
     def __init__(self, root: str | os.PathLike, *, max_concurrent: int = 1, keep_per_owner: int = 10,
-                 max_age_s: float = 7 * 24 * 3600, step_hook: StepHook | None = None):
+                 max_age_s: float = 7 * 24 * 3600, max_runs: int = 200, step_hook: StepHook | None = None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_concurrent, self.keep_per_owner, self.max_age_s = max_concurrent, keep_per_owner, max_age_s
+        self.max_runs = max_runs
         # Called in a run's training thread after each optimiser step (Trainer's on_step), for every
         # run started after it is set.
         self.step_hook = step_hook
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
         self._stops: dict[str, StopFlag] = {}
+        self._feeds: dict[str, RunFeed] = {}
         self._closing = False
         self._mark_interrupted()
 
@@ -145,6 +163,12 @@ class RunRegistry:
         """Events after byte `offset` of the run's log, and the next offset (for polling observers)."""
         return read_new_events(self.folder(owner, run_id), offset)
 
+    def feed(self, owner: str, run_id: str) -> RunFeed:
+        """The shared feed of the run's events (see RunFeed)."""
+        folder = self.folder(owner, run_id)
+        with self._lock:
+            return self._feeds.setdefault(folder.name, RunFeed(folder))
+
     def active_count(self) -> int:
         with self._lock:
             return sum(t.is_alive() for t in self._threads.values())
@@ -196,6 +220,7 @@ class RunRegistry:
                                data=run.data.description)
             (self.root / info.id).mkdir(parents=True, exist_ok=True)
             self._write(info)
+            self._feeds[info.id] = RunFeed(self.root / info.id)
             stop = StopFlag()
             thread = threading.Thread(target=self._train, args=(run, info, stop), name=f"train-{info.id}", daemon=True)
             self._threads[info.id], self._stops[info.id] = thread, stop
@@ -267,7 +292,7 @@ class RunRegistry:
 
     def cleanup(self, owner: str | None = None) -> list[str]:
         """Delete finished runs older than max_age_s, and an owner's oldest beyond keep_per_owner."""
-        removed, now = [], time.time()
+        removed, now, kept = [], time.time(), 0
         infos = self._all()
         per_owner: dict[str, int] = {}
         for info in infos:  # newest first
@@ -276,7 +301,13 @@ class RunRegistry:
             per_owner[info.owner] = per_owner.get(info.owner, 0) + 1
             too_old = info.ended is not None and now - info.ended > self.max_age_s
             too_many = (owner is None or info.owner == owner) and per_owner[info.owner] > self.keep_per_owner
-            if too_old or too_many:
+            # Owner tokens cost nothing to make, so the server also keeps at most max_runs in all.
+            over_total = kept >= self.max_runs
+            if too_old or too_many or over_total:
                 shutil.rmtree(self.root / info.id, ignore_errors=True)
                 removed.append(info.id)
+            else:
+                kept += 1
+        for run_id in removed:  # start() calls this holding the lock; a dict pop needs none
+            self._feeds.pop(run_id, None)
         return removed

@@ -190,10 +190,11 @@ class Lab:
             yield from self._watch(owner, run_id)
 
     def _watch(self, owner: str, run_id: str) -> Iterator[LiveView]:
-        events, offset, first, redraws = [], 0, True, 0
+        events, first, redraws = [], True, 0
+        feed = self.registry.feed(owner, run_id)
         while True:
             info = self.registry.get(owner, run_id)
-            new, offset = self.registry.new_events(owner, run_id, offset)
+            new = feed.since(len(events))
             events += new
             running = info.status == "running"
             if new or first or not running:

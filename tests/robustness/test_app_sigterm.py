@@ -44,6 +44,7 @@ def test_sigterm_stops_the_training_run_and_saves_its_last_checkpoint(tmp_path):
         job = client.submit(owner="", source=PASTE, files=None, pasted="to be or not to be, that is it. " * 80,
                             tokenizer="char", start_from=SCRATCH, **hyper(max_steps=100_000, eval_interval=100_000),
                             api_name="/train")
+        deadline = time.monotonic() + 120  # a loaded machine can take a while to prepare the run
         while not list(runs.glob("*/metrics.jsonl")) or len(next(runs.glob("*/metrics.jsonl")).read_text().splitlines()) < 5:
             assert time.monotonic() < deadline, "training did not start"
             time.sleep(0.1)

@@ -65,3 +65,33 @@ def test_live_views_of_one_run_are_capped(run, monkeypatch):
     for v in views:
         v.close()
     assert next(lab.watch(owner, run_id)).run_id == run_id
+
+
+def test_watchers_of_one_run_share_one_read_of_its_log(run, monkeypatch):
+    import gptlab.runs as runs
+
+    lab, owner, run_id = run
+    reads = []
+    real = runs.read_new_events
+    monkeypatch.setattr(runs, "read_new_events", lambda folder, offset: reads.append(offset) or real(folder, offset))
+    feed = lab.registry.feed(owner, run_id)
+    assert lab.registry.feed(owner, run_id) is feed  # every watcher gets the same feed
+    everything = feed.since(0)
+    assert everything == lab.registry.events(owner, run_id)
+    assert feed.since(len(everything)) == [] and feed.since(0) == everything
+    # Training's live view read the log already: the feed goes on from there, never from the start.
+    assert len(reads) == 3 and all(offset > 0 for offset in reads)
+    with pytest.raises(ValueError, match="There is no run"):
+        lab.registry.feed(Lab.owner_or_new(""), run_id)
+
+
+def test_fresh_owner_tokens_do_not_get_around_the_servers_run_cap(tmp_path):
+    lab = Lab(tmp_path / "runs", limits=Limits(poll_seconds=0.05))
+    lab.registry.max_runs = 2
+    ids = []
+    for _ in range(4):  # four browsers, one run each
+        ids.append(list(lab.start(owner=Lab.owner_or_new(""), source="Paste text", files=None, pasted=TEXT,
+                                  tokenizer="char", start_from="Scratch (random weights)",
+                                  settings=tiny(max_steps=1, eval_interval=1)))[-1].run_id)
+    kept = sorted(p.name for p in lab.registry.root.iterdir() if (p / "status.json").exists())
+    assert len(kept) == 3 and ids[-1] in kept and ids[0] not in kept  # 2 finished kept, plus the newest

@@ -101,7 +101,7 @@ def test_stop_inside_a_huge_gradient_accumulation_ends_the_run_and_discards_the_
     model = small_gpt()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     states = []
-    trainer = Trainer(model, config(grad_accum_steps=10**5), watched,
+    trainer = Trainer(model, config(grad_accum_steps=65_536), watched,
                       save=lambda label, state, metrics: states.append((label, state)) or label)
     rng_before = trainer.data_rng.get_state()
     events, seconds = run_and_stop(trainer, StopFlag(), watched.inside)

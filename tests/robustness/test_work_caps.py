@@ -22,9 +22,9 @@ def start(lab, **overrides):
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    (dict(batch_size=200_000), r"needs about [\d,]+ MiB; this server allows 4,096 MiB\. Lower batch_size"),
-    (dict(grad_accum_steps=100_000), r"Each step reads 6,400,000 tokens .*this server allows 65,536\. Lower"),
-    (dict(eval_batches=1_000_000), r"Each evaluation reads 64,000,000 tokens .*Lower eval_batches"),
+    (dict(batch_size=65_536, n_layer=4, n_embd=64), r"needs about [\d,]+ MiB; this server allows 4,096 MiB\. Lower batch"),
+    (dict(grad_accum_steps=60_000), r"Each step reads 3,840,000 tokens .*this server allows 65,536\. Lower"),
+    (dict(eval_batches=100_000), r"Each evaluation reads 6,400,000 tokens .*Lower eval_batches"),
     (dict(max_steps=10**9), r"max_steps is 1,000,000,000; this server trains at most 100,000 steps a run"),
 ])
 def test_work_over_a_cap_is_refused_before_anything_starts(lab, overrides, expected):
