@@ -3,7 +3,7 @@ of a kind may run at once, per owner and in all.
 
 One owner (or one script) must not be able to take every core or every worker thread. A request
 over its owner's share is refused at once with a sentence; one over the server's share waits a
-little for a free slot, then is refused. Owner tokens cost nothing to make, so the server-wide
+little for a free slot (a few at a time), then is refused. Owner tokens cost nothing to make, so the server-wide
 share is what really bounds the load; the per-owner one keeps a single browser from crowding out
 the rest.
 """
@@ -26,10 +26,12 @@ class BusyError(ValueError):
 
 
 class Slots:
-    def __init__(self, what: str, *, per_owner: int, total: int | Callable[[], int], wait_s: float = 10.0):
-        self.what, self.per_owner, self.wait_s = what, per_owner, wait_s
+    def __init__(self, what: str, *, per_owner: int, total: int | Callable[[], int], wait_s: float = 10.0,
+                 max_waiting: int = 4):
+        self.what, self.per_owner, self.wait_s, self.max_waiting = what, per_owner, wait_s, max_waiting
         self._total = total if callable(total) else (lambda: total)
         self._held: Counter[str] = Counter()
+        self._waiting = 0
         self._cond = threading.Condition()
 
     @property
@@ -44,11 +46,18 @@ class Slots:
             if self._held[owner] >= self.per_owner:
                 raise BusyError(f"You already have {self._held[owner]} {self.what} running, the most this server "
                                 f"allows one browser; wait for them to finish, then try again.")
-            while sum(self._held.values()) >= self._total():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise BusyError(f"The server is busy with other {self.what}; try again in a moment.")
-                self._cond.wait(left)
+            # A few may wait their turn; past them a flood is refused at once, so it holds no threads.
+            if sum(self._held.values()) >= self._total() and self._waiting >= self.max_waiting:
+                raise BusyError(f"The server is busy with other {self.what}; try again in a moment.")
+            self._waiting += 1
+            try:
+                while sum(self._held.values()) >= self._total():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise BusyError(f"The server is busy with other {self.what}; try again in a moment.")
+                    self._cond.wait(left)
+            finally:
+                self._waiting -= 1
             self._held[owner] += 1
         try:
             yield

@@ -9,7 +9,9 @@ import gradio as gr
 from gptlab.service import Lab
 from gptlab.ui.common import Session, user_errors
 
-GENERATION = dict(concurrency_limit=2)  # generation takes a core: two at a time leave training its share
+# Generation requests skip Gradio's own waiting line: gptlab.admission decides at once who runs, who
+# waits (a few, briefly) and who is refused, so a flood of them never fills the queue for everyone.
+GENERATION = dict(concurrency_limit=None)
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,7 @@ def main(argv=None) -> None:
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own requests, one line each
     if os.environ.get("SPACE_ID") and Path("/data").is_dir() and args.runs_dir == "runs":
         args.runs_dir = "/data/runs"  # Spaces' persistent storage, when the Space has it
     lab = Lab(args.runs_dir, max_concurrent=args.max_concurrent_trainings,

@@ -54,3 +54,30 @@ def test_the_total_may_follow_the_server_state_and_a_closed_stream_gives_its_slo
     first.close()  # a closed tab
     second.close()
     assert slots.in_use == 0
+
+
+def test_a_flood_past_the_few_that_may_wait_is_refused_at_once():
+    slots = Slots("generations", per_owner=100, total=1, wait_s=5.0, max_waiting=2)
+    release = threading.Event()
+    results = []
+
+    def request(i):
+        begun = time.monotonic()
+        try:
+            with slots.hold(f"owner{i}"):
+                release.wait(5)
+            results.append(("ran", time.monotonic() - begun))
+        except BusyError:
+            results.append(("refused", time.monotonic() - begun))
+
+    threads = [threading.Thread(target=request, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+        time.sleep(0.01)
+    time.sleep(0.2)
+    refused = [took for what, took in results if what == "refused"]
+    assert len(refused) == 17 and max(refused) < 0.5  # one runs, two wait, the rest are told at once
+    release.set()
+    for t in threads:
+        t.join()
+    assert sum(what == "ran" for what, _ in results) == 3
