@@ -95,3 +95,20 @@ def test_fresh_owner_tokens_do_not_get_around_the_servers_run_cap(tmp_path):
                                   settings=tiny(max_steps=1, eval_interval=1)))[-1].run_id)
     kept = sorted(p.name for p in lab.registry.root.iterdir() if (p / "status.json").exists())
     assert len(kept) == 3 and ids[-1] in kept and ids[0] not in kept  # 2 finished kept, plus the newest
+
+
+def test_pasted_text_over_the_cap_is_refused_before_it_is_read(tmp_path):
+    lab = Lab(tmp_path / "runs", limits=Limits(max_paste_chars=1000))
+    view = lab.preview(source="Paste text", files=None, pasted="x" * 1001, tokenizer="char", block_size=8)
+    assert view.message == ("**Problem**: The pasted text has 1,001 characters; the limit is 1,000. Upload it as a "
+                            "file or shorten it.")
+
+
+def test_previews_run_four_at_a_time_so_a_light_one_need_not_wait_behind_heavy_ones(tmp_path):
+    from gptlab.ui import build_demo
+
+    demo = build_demo(Lab(tmp_path / "runs"))
+    (preview,) = [fn for fn in demo.fns.values() if fn.api_name == "preview"]
+    assert preview.concurrency_limit == 4
+    generation = [fn for fn in demo.fns.values() if fn.api_name in ("sample", "next_tokens", "compare", "sweep")]
+    assert len(generation) == 4 and all(fn.concurrency_limit is None for fn in generation)
