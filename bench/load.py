@@ -16,6 +16,7 @@ short version (`run_load(seconds=2, samplers=3, ...)`).
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import socket
 import statistics
@@ -51,7 +52,7 @@ class LoadReport:
     alone_tokens_per_s: float = 0.0
     loaded_tokens_per_s: float = 0.0
     latencies_s: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # refusals ("the server is busy") included
     distinct_texts: int = 0  # 1 when every client got the same text for the same prompt and seed
     starts: list[str] = field(default_factory=list)  # "trained" or the refusal, one per simultaneous start
 
@@ -94,6 +95,37 @@ def _timed_run(lab: Lab, client: Client, seconds: float) -> tuple[str, str, obje
     return owner, run_id, job
 
 
+def _samplers(url: str, checkpoint: str, count: int, new_tokens: int, stop, results) -> None:
+    """`count` clients, each its own browser sampling an uploaded checkpoint in a loop until `stop`;
+    one that is told the server is busy waits half a second, as a person would, and tries again.
+    Puts (latencies, errors, texts) on `results`."""
+    latencies, errors, texts, lock = [], [], [], threading.Lock()
+
+    clients = [Client(url, verbose=False) for _ in range(count)]
+    results.put("ready")
+
+    def sampler(me: Client) -> None:
+        mine = Lab.owner_or_new("")
+        while not stop.is_set():
+            begun = time.perf_counter()
+            try:
+                text = me.predict(owner=mine, run_id=None, which="uploaded .zip", upload=handle_file(checkpoint),
+                                  prompt="ROMEO:", **DECODING, max_new_tokens=new_tokens, api_name="/sample")
+            except Exception as e:  # counted, never raised: the report says what failed
+                with lock:
+                    errors.append(f"{type(e).__name__}: {e}")
+                time.sleep(0.5)
+                continue
+            with lock:
+                latencies.append(time.perf_counter() - begun)
+                texts.append(text)
+
+    with ThreadPoolExecutor(count) as pool:
+        for me in clients:
+            pool.submit(sampler, me)
+    results.put((latencies, errors, texts))
+
+
 def run_load(seconds: float = 20.0, samplers: int = 8, new_tokens: int = 100, warmup_s: float = 1.0) -> LoadReport:
     report = LoadReport()
     with tempfile.TemporaryDirectory(prefix="gptlab-load-") as tmp:
@@ -114,31 +146,18 @@ def run_load(seconds: float = 20.0, samplers: int = 8, new_tokens: int = 100, wa
             job.result(timeout=seconds + 60)
             report.alone_tokens_per_s = _tokens_per_s(lab, owner, run_id, warmup_s)
 
-            stop = threading.Event()
-            texts, lock = [], threading.Lock()
-
-            def sampler(i: int) -> None:
-                me = Client(url, verbose=False)
-                mine = Lab.owner_or_new("")
-                while not stop.is_set():
-                    begun = time.perf_counter()
-                    try:
-                        text = me.predict(owner=mine, run_id=None, which="uploaded .zip", upload=handle_file(checkpoint),
-                                          prompt="ROMEO:", **DECODING, max_new_tokens=new_tokens, api_name="/sample")
-                    except Exception as e:  # counted, never raised: the report says what failed
-                        with lock:
-                            report.errors.append(f"{type(e).__name__}: {e}")
-                        continue
-                    with lock:
-                        report.latencies_s.append(time.perf_counter() - begun)
-                        texts.append(text)
-
+            # The samplers run in a process of their own, as remote browsers would: client threads in
+            # the server's process would compete with it for the interpreter lock.
+            context = multiprocessing.get_context("spawn")
+            results, stop = context.Queue(), context.Event()
+            child = context.Process(target=_samplers, args=(url, checkpoint, samplers, new_tokens, stop, results))
+            child.start()
+            assert results.get(timeout=120) == "ready"
             owner, run_id, job = _timed_run(lab, client, seconds)
-            with ThreadPoolExecutor(samplers) as pool:
-                for i in range(samplers):
-                    pool.submit(sampler, i)
-                job.result(timeout=seconds + 60)
-                stop.set()
+            job.result(timeout=seconds + 60)
+            stop.set()
+            report.latencies_s, report.errors, texts = results.get(timeout=120)
+            child.join(30)
             report.loaded_tokens_per_s = _tokens_per_s(lab, owner, run_id, warmup_s)
             report.distinct_texts = len(set(texts))
 

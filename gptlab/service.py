@@ -31,6 +31,7 @@ from gptlab.generate import generate, next_token_distribution
 from gptlab.plots import compare_figure, dynamics_figure, loss_figure
 from gptlab.runs import RunError, RunRegistry
 from gptlab.textstream import stream_text
+from gptlab.threads import FULL, use_threads
 from gptlab.tokenizers import prompt_ids
 
 SOURCES = ("Bundled Shakespeare", "Upload files", "Paste text")
@@ -53,8 +54,7 @@ class Limits:
     max_prompt_chars: int = 4000
     max_checkpoint_mb: float = 600.0
     max_beams: int = 8
-    # Generations at once, server-wide (one core each); while a run trains they take turns, one at a
-    # time, so training keeps a core of its own. One browser may have two running.
+    # Generations at once, server-wide (a core each); while a run trains, one at a time (training keeps a core).
     max_generations: int = 2
     max_watchers_per_run: int = 3
     max_watchers: int = 16  # live views at once, server-wide: each holds one of Gradio's worker threads
@@ -64,7 +64,7 @@ class Limits:
 class Lab:
     def __init__(self, runs_dir: str | os.PathLike = "runs", *, max_concurrent: int = 1, limits: Limits | None = None,
                  caps: TrainingCaps | None = None):
-        # Absolute, so every path a message might quote is one views.without_paths recognises.
+        # Absolute, so views.without_paths recognises every path a message might quote.
         self.registry = RunRegistry(Path(runs_dir).resolve(), max_concurrent=max_concurrent)
         self.limits, self.caps = limits or Limits(), caps or TrainingCaps()
         self._plot_prefs: dict[str, tuple[bool, str]] = {}
@@ -73,6 +73,8 @@ class Lab:
         self.generations = Slots("generations", per_owner=2, wait_s=20.0, total=lambda: max(
             1, limits.max_generations - (1 if self.registry.active_count() else 0)))
         self.watchers = Slots("live views", per_owner=4, total=limits.max_watchers, wait_s=0.0)
+        # Training gives up a core to each generation: a team larger than the free cores waits at barriers.
+        self.registry.step_hook = lambda step: use_threads(FULL - self.generations.in_use)
         self.run_watchers = Slots("live views of this run", per_owner=limits.max_watchers_per_run,
                                   total=limits.max_watchers, wait_s=0.0)
 

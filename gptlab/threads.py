@@ -42,13 +42,22 @@ def _openmp_runtime() -> ctypes.CDLL | None:
 _openmp = _openmp_runtime()
 
 
-def use_one_thread() -> None:
-    """From now on, torch's CPU ops called from this thread run on one thread; other threads keep
-    their own count. For a server's handler threads, which never train."""
+FULL = torch.get_num_threads()  # the team size torch gives a thread that sets none
+
+
+def use_threads(count: int) -> None:
+    """From now on, torch's CPU ops called from this thread run on `count` threads (at least one, at
+    most FULL); other threads keep their own count."""
     global _openmp
     if _openmp is None:
         return
+    count = max(1, min(FULL, int(count)))
     torch.get_num_threads()  # torch sets each thread's team size on its first use: let it happen now, not after us
-    _openmp.omp_set_num_threads(1)
-    if torch.get_num_threads() != 1:  # a runtime other than torch's was found: stop trying
+    _openmp.omp_set_num_threads(count)
+    if torch.get_num_threads() != count:  # a runtime other than torch's was found: stop trying
         _openmp = None
+
+
+def use_one_thread() -> None:
+    """For a server's handler threads, which never train: their torch work runs on one thread."""
+    use_threads(1)

@@ -1,6 +1,7 @@
 """use_one_thread limits the calling thread alone, and never through torch.set_num_threads (which is
 process-wide and switches MKL's dynamic mode off for good)."""
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -31,3 +32,25 @@ def test_limits_the_calling_thread_only(monkeypatch):
     assert run_in_thread(handler) == (1, (256, 256))
     assert run_in_thread(torch.get_num_threads) == full  # a thread started later, as training's is
     assert torch.get_num_threads() == full
+
+
+def test_a_training_thread_gives_up_a_core_to_each_running_generation(tmp_path):
+    from gptlab import threads
+    from gptlab.service import Lab
+
+    if threads.FULL < 2:
+        pytest.skip("needs two cores")
+    lab = Lab(tmp_path / "runs")
+
+    def team_during_step(generations: int) -> int:
+        def step():
+            with contextlib.ExitStack() as held:
+                for i in range(generations):
+                    held.enter_context(lab.generations.hold(f"owner{i}"))
+                lab.registry.step_hook(1)  # what the training thread calls after each step
+            return torch.get_num_threads()
+        return run_in_thread(step)
+
+    assert team_during_step(0) == threads.FULL
+    assert team_during_step(1) == threads.FULL - 1
+    assert torch.get_num_threads() == threads.FULL  # the calling thread's own team is untouched
