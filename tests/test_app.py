@@ -430,12 +430,16 @@ def test_generator_handlers_turn_errors_into_messages_and_close_their_inner_gene
         finally:
             closed.append(True)
 
+    def in_worker(fn):  # as Gradio steps a generator: never in the main thread, whose team it would change
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(fn).result()
+
     steps = user_errors(failing)()
-    assert next(steps) == 1
+    assert in_worker(lambda: next(steps)) == 1
     with pytest.raises(gr.Error, match="Make it smaller."):
-        next(steps)
+        in_worker(lambda: next(steps))
     steps = user_errors(endless)()
-    next(steps)
+    in_worker(lambda: next(steps))
     steps.close()  # a closed tab or a cancelled event
     assert closed == [True]
 
