@@ -181,12 +181,19 @@ SAMPLING_FILES = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE)
 _DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)  # RuntimeError: encrypted
 
 
+_UNPACKED: dict[tuple, Path] = {}  # (uploads folder, zip path, size, mtime) -> the folder it unpacked to
+
+
 def unpack_upload(archive: str | os.PathLike, root: str | os.PathLike, *, max_bytes: int, keep: int = 8) -> Path:
     """The checkpoint in an uploaded zip, unpacked into a folder under `root`. The same zip unpacks
     once, so repeated requests reuse the folder (and a cached model); `root` keeps the `keep` newest."""
     archive, root = Path(archive), Path(root)
     if not zipfile.is_zipfile(archive):
         raise ValueError(f"{archive.name} is not a .zip file; upload the checkpoint zip from the Train tab.")
+    stat = archive.stat()
+    seen = (str(root.resolve()), str(archive.resolve()), stat.st_size, stat.st_mtime_ns)
+    if seen in _UNPACKED and _UNPACKED[seen].is_dir():  # each sample from the same upload: no re-hashing
+        return _UNPACKED[seen]
     digest = hashlib.sha256()
     with open(archive, "rb") as fh:
         for chunk in iter(lambda: fh.read(2**20), b""):
@@ -197,6 +204,9 @@ def unpack_upload(archive: str | os.PathLike, root: str | os.PathLike, *, max_by
         uploads = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in uploads[keep:]:
             shutil.rmtree(old, ignore_errors=True)
+    if len(_UNPACKED) >= 64:
+        _UNPACKED.pop(next(iter(_UNPACKED)))
+    _UNPACKED[seen] = target
     return target
 
 

@@ -164,10 +164,11 @@ class RunRegistry:
         return read_new_events(self.folder(owner, run_id), offset)
 
     def feed(self, owner: str, run_id: str) -> RunFeed:
-        """The shared feed of the run's events (see RunFeed)."""
+        """The shared feed of the run's events (see RunFeed). Only a training run's feed is kept: a
+        finished run's log no longer grows, so its watchers each read it once and the memory goes."""
         folder = self.folder(owner, run_id)
         with self._lock:
-            return self._feeds.setdefault(folder.name, RunFeed(folder))
+            return self._feeds.get(folder.name) or RunFeed(folder)
 
     def active_count(self) -> int:
         with self._lock:
@@ -259,6 +260,7 @@ class RunRegistry:
                 info.status, info.reason = "stopped", "training ended unexpectedly"
             info.ended = time.time()
             self._write(info)
+            self._feeds.pop(info.id, None)
 
     def stop(self, owner: str, run_id: str) -> bool:
         """Ask an owner's run to stop before its next optimiser step; True if it was running."""

@@ -87,14 +87,14 @@ class Lab:
     # -- owners --------------------------------------------------------------------------------
 
     @staticmethod
-    def owner_or_new(owner: str | None) -> str:
-        """A browser's secret owner token; anything else (empty, malformed) gets a fresh one."""
-        return owner if isinstance(owner, str) and OWNER_PATTERN.match(owner) else secrets.token_urlsafe(24)
+    def owner_or_new(owner: str | None, new: str | None = None) -> str:
+        """A browser's secret owner token; anything else (empty, malformed) gets `new`, else a fresh one."""
+        return owner if isinstance(owner, str) and OWNER_PATTERN.match(owner) else (new or secrets.token_urlsafe(24))
 
-    @staticmethod
-    def _who(owner: str | None) -> str:
+    @classmethod
+    def _who(cls, owner: str | None) -> str:
         """Whose share a request counts against: the owner token, or one share for all callers without."""
-        return owner if isinstance(owner, str) and OWNER_PATTERN.match(owner) else "anonymous"
+        return cls.owner_or_new(owner, new="anonymous")
 
     def run_choices(self, owner: str | None) -> list[tuple[str, str]]:
         """(label, run id) for each of the owner's runs, newest first."""

@@ -67,22 +67,24 @@ def test_live_views_of_one_run_are_capped(run, monkeypatch):
     assert next(lab.watch(owner, run_id)).run_id == run_id
 
 
-def test_watchers_of_one_run_share_one_read_of_its_log(run, monkeypatch):
-    import gptlab.runs as runs
+def test_watchers_of_a_training_run_share_one_feed_and_it_goes_when_the_run_ends(tmp_path):
+    import time
 
-    lab, owner, run_id = run
-    reads = []
-    real = runs.read_new_events
-    monkeypatch.setattr(runs, "read_new_events", lambda folder, offset: reads.append(offset) or real(folder, offset))
+    lab = Lab(tmp_path / "runs", limits=Limits(poll_seconds=0.05))
+    lab.registry.step_hook = lambda step: time.sleep(0.02)
+    view = next(lab.start(owner="", source="Paste text", files=None, pasted=TEXT, tokenizer="char",
+                          start_from="Scratch (random weights)", settings=tiny(max_steps=100_000, eval_interval=1000)))
+    owner, run_id = view.owner, view.run_id
     feed = lab.registry.feed(owner, run_id)
-    assert lab.registry.feed(owner, run_id) is feed  # every watcher gets the same feed
-    everything = feed.since(0)
-    assert everything == lab.registry.events(owner, run_id)
-    assert feed.since(len(everything)) == [] and feed.since(0) == everything
-    # Training's live view read the log already: the feed goes on from there, never from the start.
-    assert len(reads) == 3 and all(offset > 0 for offset in reads)
+    assert lab.registry.feed(owner, run_id) is feed  # every watcher of the training run gets the same feed
+    seen = feed.since(0)
+    assert feed.since(len(seen)) == feed.since(0)[len(seen):]  # each watcher takes what is past its own count
     with pytest.raises(ValueError, match="There is no run"):
         lab.registry.feed(Lab.owner_or_new(""), run_id)
+    lab.registry.stop(owner, run_id)
+    lab.registry.wait(run_id, 30)
+    after = lab.registry.feed(owner, run_id)
+    assert after is not feed and after.since(0) == lab.registry.events(owner, run_id)  # nothing kept for it
 
 
 def test_fresh_owner_tokens_do_not_get_around_the_servers_run_cap(tmp_path):
