@@ -80,8 +80,7 @@ class Lab:
 
     @property
     def downloads_root(self) -> Path:
-        """Where prepared downloads are written: a folder that holds nothing else, so a web server may
-        serve files from it without exposing the runs (data, owners, the browser secret)."""
+        """Where downloads are written: a folder of nothing else, which a web server may safely serve."""
         return self.registry.root / "_downloads"
 
     # -- owners --------------------------------------------------------------------------------
@@ -168,6 +167,10 @@ class Lab:
         memory = model.training_memory_bytes(train.batch_size) / 2**20
         warn = (f"  \n**Over this server's limit** of {self.limits.max_params / 1e6:.3g}M parameters."
                 if params > self.limits.max_params else "")
+        try:  # the same caps Start applies, so the size line says before Start does
+            self.caps.admit(model, train)
+        except ValueError as e:
+            warn += f"  \n**Over this server's limits**: {e}"
         return (f"**{params / 1e6:.2f}M parameters** · about **{memory:,.0f} MiB** to train at batch "
                 f"{train.batch_size} · {train.batch_size * train.grad_accum_steps * model.block_size:,} tokens "
                 f"per step{warn}")
@@ -280,14 +283,9 @@ class Lab:
         owner = self.owner_or_new(owner)
         x = "tokens" if x_axis == X_AXES[1] else "step"
         self._plot_prefs[owner] = (bool(log_scale), x)
-        try:
-            info = self.registry.get(owner, run_id) if run_id else None
-        except RunError:
-            info = None
-        if info is None:
-            return loss_figure([])
-        return loss_figure(self.registry.events(owner, run_id), info.model.get("vocab_size"),
-                           log_scale=bool(log_scale), x=x)
+        info = next((i for i in self.registry.list(owner) if i.id == run_id), None)
+        events = self.registry.events(owner, run_id) if info else []
+        return loss_figure(events, info and info.model.get("vocab_size"), log_scale=bool(log_scale), x=x)
 
     def downloads(self, *, owner: str | None, run_id: str | None) -> list[Path]:
         """The run's best checkpoint as a zip, and its metrics as CSV and JSONL."""

@@ -378,3 +378,10 @@ def test_prompts_empty_too_long_or_outside_the_vocabulary(trained):
     with pytest.raises(ValueError, match="never saw in training: '😀'. Remove or replace them") as info:
         run("the 😀 emoji")
     assert "😀" in str(info.value)
+
+
+def test_the_size_line_says_what_start_would_refuse(lab):
+    summary = lab.size_summary(tokenizer="char", vocab_size=40, settings=hyper(batch_size=60_000))
+    assert "**Over this server's limits**: Each step reads 1,920,000 tokens" in summary
+    assert "Lower batch_size" in summary
+    assert "Over this server's limits" not in lab.size_summary(tokenizer="char", vocab_size=40, settings=hyper())
