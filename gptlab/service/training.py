@@ -1,108 +1,28 @@
-"""What the app does, without gradio: previews, runs, downloads, sampling and comparisons.
-
-`Lab` checks every request against the server's `Limits`, calls the library, and answers with
-dataclasses. Its errors are the library's ValueError subclasses, whose messages are sentences for
-the user and never name a server path. Training runs in background threads owned by a RunRegistry;
-the live views only observe, so a refresh or a closed tab never stops a run.
-"""
+"""Previews of the data, settings, and training runs: start, watch, stop, resume, download."""
 
 from __future__ import annotations
 
 import json
-import os
-import re
-import secrets
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from matplotlib.figure import Figure
 
 from gptlab import views
-from gptlab.views import Comparison, LiveView, NextToken, Preview, RunComparison, Sample, SweepRow
-from gptlab.admission import Slots, TrainingCaps
-from gptlab.checkpoint import BEST, INIT, LAST, LoadedModels, best_or_last, unpack_upload, zip_for_sharing
-from gptlab.config import ModelConfig, SampleConfig, TrainConfig, vocab_size_for
+from gptlab.checkpoint import best_or_last, zip_for_sharing
+from gptlab.config import ModelConfig, TrainConfig, vocab_size_for
 from gptlab.data import DataError, load_texts, prepare_data
 from gptlab.events import EvalEvent
-from gptlab.generate import generate, next_token_distribution
-from gptlab.plots import compare_figure, dynamics_figure, loss_figure
-from gptlab.runs import RunError, RunRegistry
-from gptlab.textstream import stream_text
-from gptlab.threads import FULL, use_threads
-from gptlab.tokenizers import prompt_ids
-
-SOURCES = ("Bundled Shakespeare", "Upload files", "Paste text")
-START_FROM = ("Scratch (random weights)", "Pretrained GPT-2 small (from the Hugging Face Hub)")
-UPLOADED = "uploaded .zip"
-CHECKPOINTS = (BEST, LAST, UPLOADED)
-SWEEP_TEMPERATURES = (0.2, 0.5, 0.8, 1.0, 1.4)
-X_AXES = ("step", "tokens seen")
-OWNER_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-NO_RUN_YET = "No run yet. Pick your data and settings, then press **Start**."
+from gptlab.plots import dynamics_figure, loss_figure
+from gptlab.runs import RunError
+from gptlab.service.base import NO_RUN_YET, SOURCES, START_FROM, X_AXES, LabBase
+from gptlab.views import LiveView, Preview
 
 
-@dataclass(frozen=True)
-class Limits:
-    """What one server allows; self-hosters raise them with flags."""
-    max_upload_mb: float = 20.0
-    max_paste_chars: int = 5_000_000
-    max_params: int = 30_000_000
-    max_new_tokens: int = 1000
-    max_prompt_chars: int = 4000
-    max_checkpoint_mb: float = 600.0
-    max_beams: int = 8
-    # Generations at once, server-wide (a core each); while a run trains, one at a time (training keeps a core).
-    max_generations: int = 2
-    max_watchers_per_run: int = 3
-    max_watchers: int = 16  # live views at once, server-wide: each holds one of Gradio's worker threads
-    poll_seconds: float = 1.0  # the live view redraws at most this often, whatever the step rate
-
-
-class Lab:
-    def __init__(self, runs_dir: str | os.PathLike = "runs", *, max_concurrent: int = 1, limits: Limits | None = None,
-                 caps: TrainingCaps | None = None):
-        # Absolute, so views.without_paths recognises every path a message might quote.
-        self.registry = RunRegistry(Path(runs_dir).resolve(), max_concurrent=max_concurrent)
-        self.limits, self.caps = limits or Limits(), caps or TrainingCaps()
-        self._plot_prefs: dict[str, tuple[bool, str]] = {}
-        self._models = LoadedModels()
-        limits = self.limits
-        self.generations = Slots("generations", per_owner=2, wait_s=20.0, total=lambda: max(
-            1, limits.max_generations - (1 if self.registry.active_count() else 0)))
-        self.watchers = Slots("live views", per_owner=4, total=limits.max_watchers, wait_s=0.0)
-        # Training gives up a core to each generation: a team larger than the free cores waits at barriers.
-        self.registry.step_hook = lambda step: use_threads(FULL - self.generations.in_use)
-        self.run_watchers = Slots("live views of this run", per_owner=limits.max_watchers_per_run,
-                                  total=limits.max_watchers, wait_s=0.0)
-
-    @property
-    def downloads_root(self) -> Path:
-        """Where downloads are written: a folder of nothing else, which a web server may safely serve."""
-        return self.registry.root / "_downloads"
-
-    # -- owners --------------------------------------------------------------------------------
-
-    @staticmethod
-    def owner_or_new(owner: str | None, new: str | None = None) -> str:
-        """A browser's secret owner token; anything else (empty, malformed) gets `new`, else a fresh one."""
-        return owner if isinstance(owner, str) and OWNER_PATTERN.match(owner) else (new or secrets.token_urlsafe(24))
-
-    @classmethod
-    def _who(cls, owner: str | None) -> str:
-        """Whose share a request counts against: the owner token, or one share for all callers without."""
-        return cls.owner_or_new(owner, new="anonymous")
-
-    def run_choices(self, owner: str | None) -> list[tuple[str, str]]:
-        """(label, run id) for each of the owner's runs, newest first."""
-        out = []
-        for info in self.registry.list(self.owner_or_new(owner)):
-            best = f" · best val {info.best_val_loss:.3f}" if info.best_val_loss is not None else ""
-            out.append((f"{info.name} · {info.status}{best}", info.id))
-        return out
-
+class Training(LabBase):
     # -- data ----------------------------------------------------------------------------------
 
     def _documents(self, source: str, files: Sequence[str] | None, pasted: str | None):
@@ -306,113 +226,3 @@ class Lab:
         (out / "metrics.csv").write_text(views.metrics_csv(events), encoding="utf-8")
         (out / "metrics.jsonl").write_text("".join(json.dumps(e.as_dict()) + "\n" for e in events), encoding="utf-8")
         return files + [out / "metrics.csv", out / "metrics.jsonl"]
-
-    # -- models for sampling -------------------------------------------------------------------
-
-    def _checkpoint_folder(self, owner, run_id, which: str, upload) -> Path:
-        if which == UPLOADED:
-            return self._unpack_upload(upload)
-        if not run_id:
-            raise RunError("Choose a run first (train one on the Train tab), or upload a checkpoint .zip.")
-        run = self.registry.folder(self.owner_or_new(owner), run_id)
-        folder = best_or_last(run) if which == BEST else run / which
-        if folder is None or not folder.is_dir():
-            other = LAST if which == BEST else BEST
-            hint = f"; try '{other}'" if (run / other).is_dir() else "; let the run evaluate once first"
-            raise RunError(f"This run has no '{which}' checkpoint yet{hint}.")
-        return folder
-
-    def _unpack_upload(self, upload) -> Path:
-        if not upload:
-            raise DataError("Upload a checkpoint .zip (from the Train tab's downloads) first.")
-        # Float32 weights of the largest model this server allows, and room for its tokenizer.
-        max_bytes = min(int(self.limits.max_checkpoint_mb * 2**20), 4 * self.limits.max_params + 2**24)
-        return unpack_upload(upload, self.registry.root / "_uploads", max_bytes=max_bytes, keep=8)
-
-    def _loaded(self, folder: Path):
-        return self._models.get(folder, max_params=self.limits.max_params)
-
-    def _prompt_ids(self, tokenizer, prompt: str) -> list[int]:
-        if len(prompt) > self.limits.max_prompt_chars:
-            raise DataError(f"The prompt has {len(prompt):,} characters; the limit is {self.limits.max_prompt_chars:,}.")
-        return prompt_ids(tokenizer, prompt)
-
-    def _sample_config(self, decoding: Mapping[str, Any], **fixed) -> SampleConfig:
-        config = SampleConfig.from_form(decoding, **fixed)
-        if config.max_new_tokens > self.limits.max_new_tokens:
-            raise DataError(f"max new tokens must be between 1 and {self.limits.max_new_tokens}.")
-        if config.num_beams > self.limits.max_beams:
-            raise DataError(f"This server searches with at most {self.limits.max_beams} beams; got {config.num_beams}.")
-        return config
-
-    # -- sample and compare ----------------------------------------------------------------------
-
-    def sample(self, *, owner: str | None, run_id: str | None, which: str, upload: str | None, prompt: str | None,
-               decoding: Mapping[str, Any]) -> Iterator[Sample]:
-        """The prompt and its continuation, growing token by token (never half a character)."""
-        config = self._sample_config(decoding)
-        model, tokenizer = self._loaded(self._checkpoint_folder(owner, run_id, which, upload))
-        start = self._prompt_ids(tokenizer, prompt or "")
-        context = model.config.block_size
-        note = (f"The prompt is {len(start):,} tokens long; the model reads only the last {context:,} of them "
-                "(its context length)." if len(start) > context else "")
-        ids = generate(model, start, config, eot=tokenizer.eot)
-        with self.generations.hold(self._who(owner)):
-            text = prompt or ""
-            yield Sample(text, note)
-            for piece in stream_text(ids, tokenizer, stop=config.stop):
-                text += piece
-                yield Sample(text, note)
-
-    def next_tokens(self, *, owner: str | None, run_id: str | None, which: str, upload: str | None,
-                    prompt: str | None, decoding: Mapping[str, Any], top_n: int = 15) -> list[NextToken]:
-        config = self._sample_config(decoding)
-        model, tokenizer = self._loaded(self._checkpoint_folder(owner, run_id, which, upload))
-        with self.generations.hold(self._who(owner)):
-            top = next_token_distribution(model, self._prompt_ids(tokenizer, prompt or ""), config,
-                                          eot=tokenizer.eot, top_n=top_n)
-        return [NextToken(views.token_text(tokenizer, i), i, round(p, 4)) for i, p in top]
-
-    def _complete(self, owner, folder: Path, prompt: str, config: SampleConfig) -> str:
-        model, tokenizer = self._loaded(folder)
-        ids = generate(model, self._prompt_ids(tokenizer, prompt), config, eot=tokenizer.eot)
-        with self.generations.hold(self._who(owner)):
-            return prompt + "".join(stream_text(ids, tokenizer))
-
-    def _plain_sampling(self, temperature, max_new_tokens, seed) -> SampleConfig:
-        return self._sample_config({"temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed},
-                                   strategy="sample")
-
-    def compare(self, *, owner: str | None, run_id: str | None, prompt: str | None, seed, temperature,
-                max_new_tokens) -> Comparison:
-        """The same prompt, seed and decoding from the run's untrained weights and its best ones."""
-        if not run_id:
-            raise RunError("Train a run first: the comparison uses its untrained and trained weights.")
-        folder = self.registry.folder(self.owner_or_new(owner), run_id)
-        trained = best_or_last(folder)
-        if trained is None:
-            raise RunError("This run has no trained checkpoint yet; wait for its first evaluation.")
-        config = self._plain_sampling(temperature, max_new_tokens, seed)
-        return Comparison(untrained=self._complete(owner, folder / INIT, prompt or "", config),
-                          trained=self._complete(owner, trained, prompt or "", config))
-
-    def sweep(self, *, owner: str | None, run_id: str | None, prompt: str | None, seed,
-              max_new_tokens) -> list[SweepRow]:
-        folder = self._checkpoint_folder(owner, run_id, BEST, None)
-        return [SweepRow(t, self._complete(owner, folder, prompt or "", self._plain_sampling(t, max_new_tokens, seed)))
-                for t in SWEEP_TEMPERATURES]
-
-    def compare_runs(self, *, owner: str | None, run_a: str | None, run_b: str | None, prompt: str | None, seed,
-                     max_new_tokens) -> RunComparison:
-        """Two runs' loss curves overlaid, and a sample from each one's best checkpoint."""
-        if not run_a or not run_b:
-            raise RunError("Choose two runs to compare.")
-        owner = self.owner_or_new(owner)
-        config = self._plain_sampling(0.8, max_new_tokens, seed)
-        series, texts = [], []
-        for run_id in (run_a, run_b):
-            info = self.registry.get(owner, run_id)
-            series.append((info.name, self.registry.events(owner, run_id)))
-            checkpoint = best_or_last(self.registry.folder(owner, run_id))
-            texts.append(self._complete(owner, checkpoint, prompt or "", config) if checkpoint else "(no checkpoint yet)")
-        return RunComparison(compare_figure(series), texts[0], texts[1])
