@@ -83,12 +83,13 @@ def build_index(tokens: Sequence[int] | np.ndarray, depth: int = DEPTH, key: str
         second = np.full(suffix.size, -1, np.int64)  # past the end sorts first: a shorter suffix is smaller
         inside = after < n
         second[inside] = rank[after[inside]]
-        first = rank[suffix]
-        resort = np.lexsort((second, first))  # groups keep their slots: `where` is ordered by group
-        suffix, first, second = suffix[resort], first[resort], second[resort]
+        # One int64 key per suffix: its group, then the group of the suffix h tokens on (< (n + 1) ** 2).
+        pair = rank[suffix] * (n + 1) + (second + 1)
+        resort = np.argsort(pair)  # groups keep their slots: `where` is ordered by group
+        suffix, pair = suffix[resort], pair[resort]
         order[where] = suffix
         new = np.ones(suffix.size, bool)
-        new[1:] = (first[1:] != first[:-1]) | (second[1:] != second[:-1])
+        new[1:] = pair[1:] != pair[:-1]
         boundary[where] = new
         rank[suffix] = np.maximum.accumulate(np.where(new, where, 0))
         h *= 2
