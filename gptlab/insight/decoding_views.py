@@ -49,7 +49,7 @@ def stages_figure(stages: Stages, labels: Sequence[str]) -> Figure:
     """One panel per stage, the same candidates on the same rows, so a bar that shrinks, grows or
     vanishes from one panel to the next is what that control did."""
     k = len(stages.stages)
-    fig = Figure(figsize=(min(12.8, 2.6 + 2.2 * k), 0.9 + 0.28 * len(labels) + 0.9), dpi=100)
+    fig = Figure(figsize=(min(12.8, max(8.0, 2.6 + 2.2 * k)), 0.9 + 0.28 * len(labels) + 0.9), dpi=100)
     axes = fig.subplots(1, k, sharey=True, squeeze=False)[0]
     fig.subplots_adjust(left=0.8 / fig.get_figwidth() + 0.04, right=0.98, top=1 - 0.9 / fig.get_figheight(),
                         bottom=0.7 / fig.get_figheight(), wspace=0.12)
@@ -61,7 +61,9 @@ def stages_figure(stages: Stages, labels: Sequence[str]) -> Figure:
         for row, p in zip(rows, stage.probs):
             if p == 0:
                 ax.text(0, row, " removed", va="center", fontsize=7, color=_REMOVED)
-        ax.set_xlim(0, top * 1.08)
+            elif stage is stages.stages[-1]:
+                ax.text(p, row, f" {p:.0%}" if p >= 0.01 else " <1%", va="center", fontsize=7)
+        ax.set_xlim(0, top * 1.25)
         ax.set_title(f"{stage.name}\n{stage.kept:,} tokens possible", fontsize=9)
         ax.set_xlabel("probability", fontsize=8)
         ax.tick_params(labelsize=8)
@@ -75,7 +77,7 @@ def stages_figure(stages: Stages, labels: Sequence[str]) -> Figure:
 
 def _caption(stages: Stages) -> str:
     if len(stages.stages) == 1:
-        return "The model's next-token distribution: no processor is on, so this is what decoding picks from"
+        return "The model's next-token distribution: no decoding control changes it here"
     return "Left to right, each decoding control in turn reshapes the model's distribution: watch bars shrink or vanish"
 
 
