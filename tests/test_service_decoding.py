@@ -127,3 +127,22 @@ def test_the_meter_counts_tokens_for_a_bpe_run(tmp_path):
     assert view.longest == span and view.longest_tokens == len(lab._loaded(
         lab.registry.folder(owner, run_id) / "best")[1].encode(span)) and "tokens long" in view.html
     assert 0 < view.novel_share < 1
+
+
+def test_an_empty_prompt_starts_where_sampling_starts(trained):
+    lab, owner, run_id = trained
+    chart = ask(lab, owner, run_id, "next_token_stages", prompt="", decoding=decoding())
+    assert len(chart.figure.axes) == 1
+    rows = ask(lab, owner, run_id, "beams", prompt="", decoding=decoding(strategy="beam", num_beams=2, max_new_tokens=5))
+    assert len(rows) == 2 and all(len(r.text) == 5 for r in rows)
+
+
+def test_an_index_saved_for_other_text_is_rebuilt(trained, monkeypatch):
+    lab, owner, run_id = trained
+    ask(lab, owner, run_id, "memorisation", prompt="", output=TEXT[:40])
+    index_file = lab.registry.folder(owner, run_id) / service_decoding.INDEX_FILE
+    stale = load_index(index_file)
+    service_decoding.save_index(service_decoding.build_index([1, 2, 3], key="other text"), index_file)
+    lab._indexes.clear()
+    view = ask(lab, owner, run_id, "memorisation", prompt="", output=TEXT[:40])
+    assert view.longest == TEXT[:40] and load_index(index_file).key == stale.key

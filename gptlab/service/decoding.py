@@ -79,18 +79,22 @@ class Decoding(LabBase):
         if len(ids) > most:
             raise DataError(f"The continuation has {len(ids):,} tokens; the meter checks at most {most:,}. "
                             "Shorten the output.")
-        index = self._corpus_index(folder, tokenizer)
+        extra = load_checkpoint(folder).extra
+        index = self._corpus_index(folder, tokenizer, extra.get("data") or {})
         result = memorisation(index, ids)
         a, b = result.longest.start, result.longest.start + result.longest.length
         start, end = offset + starts[a], offset + starts[b]
         unit = "characters" if tokenizer.eot is None else "tokens"
-        html = memorisation_html(output, start, end, memorisation_summary(result, unit))
+        summary = memorisation_summary(result, unit)
+        if extra.get("base_model") or extra.get("init_from"):
+            summary += " Its starting weights learned from other text too, which this meter cannot see."
+        html = memorisation_html(output, start, end, summary)
         return MemorisationView(html, output[start:end], result.longest.length, result.novel_share, result.n)
 
     # -- the index of a run's training text ------------------------------------------------------
 
-    def _corpus_index(self, folder: Path, tokenizer) -> CorpusIndex:
-        data = load_checkpoint(folder).extra.get("data") or {}
+    def _corpus_index(self, folder: Path, tokenizer, data: Mapping[str, Any]) -> CorpusIndex:
+        """The index of the training text a checkpoint records (its extra["data"])."""
         paths = data.get("paths")
         if paths is None:
             raise RunError("This checkpoint does not record its training text, so its samples cannot be checked "
