@@ -111,7 +111,8 @@ def processors(config: SampleConfig, *, warp: bool | None = None) -> list[tuple[
                       lambda x, ids: block_repeated_ngrams(x, ids, config.no_repeat_ngram_size)))
     if warp:
         if config.temperature != 1.0:
-            chain.append((f"temperature {config.temperature:g}", lambda x, ids: apply_temperature(x, config.temperature)))
+            chain.append((f"temperature {config.temperature:g}",
+                          lambda x, ids: apply_temperature(x, config.temperature)))
         if config.top_k is not None:
             chain.append((f"top-k {config.top_k}", lambda x, ids: top_k_filter(x, config.top_k)))
         if config.top_p is not None and config.top_p < 1.0:

@@ -3,7 +3,6 @@ memorisation meter on a run trained on pasted text, with every way a request can
 
 import shutil
 
-import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
@@ -133,7 +132,8 @@ def test_an_empty_prompt_starts_where_sampling_starts(trained):
     lab, owner, run_id = trained
     chart = ask(lab, owner, run_id, "next_token_stages", prompt="", decoding=decoding())
     assert len(chart.figure.axes) == 1
-    rows = ask(lab, owner, run_id, "beams", prompt="", decoding=decoding(strategy="beam", num_beams=2, max_new_tokens=5))
+    settings = decoding(strategy="beam", num_beams=2, max_new_tokens=5)
+    rows = ask(lab, owner, run_id, "beams", prompt="", decoding=settings)
     assert len(rows) == 2 and all(len(r.text) == 5 for r in rows)
 
 
