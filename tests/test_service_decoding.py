@@ -107,6 +107,10 @@ def test_the_meter_explains_what_it_cannot_check(trained, tmp_path):
         lab.memorisation(owner=owner, run_id=None, which="best", upload=None, prompt="", output="abc")
     with pytest.raises(DataError, match="checks at most 2,000"):
         ask(lab, owner, run_id, "memorisation", prompt="", output="a" * 3000)
+    with pytest.raises(DataError, match="at most 2,000 tokens"):
+        ask(lab, owner, run_id, "memorisation", prompt="", output="a" * 100_000)
+    with pytest.raises(DataError, match="only the prompt"):
+        ask(lab, owner, run_id, "memorisation", prompt="the quick", output="the quick")
 
 
 def test_the_meter_says_when_the_training_text_is_gone(tmp_path):

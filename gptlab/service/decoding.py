@@ -69,13 +69,18 @@ class Decoding(LabBase):
             raise DataError(NO_TRAINING_TEXT)
         if not output or not output.strip():
             raise DataError("Generate a sample first: the meter checks the text in the output box.")
-        folder = self._checkpoint_folder(owner, run_id, which, upload)
-        _, tokenizer = self._loaded(folder)
+        most = max(1000, 2 * self.limits.max_new_tokens)
+        if len(output) > self.limits.max_prompt_chars + 16 * most:  # before tokenizing it
+            raise DataError(f"The output has {len(output):,} characters; the meter checks a continuation of at most "
+                            f"{most:,} tokens. Shorten the output.")
         prompt = prompt or ""
         offset = len(prompt) if prompt and output.startswith(prompt) else 0
         continuation = output[offset:]
+        if not continuation.strip():
+            raise DataError("The output is only the prompt: generate a continuation first, then check it.")
+        folder = self._checkpoint_folder(owner, run_id, which, upload)
+        _, tokenizer = self._loaded(folder)
         ids, starts = _ids_and_offsets(tokenizer, continuation)
-        most = max(1000, 2 * self.limits.max_new_tokens)
         if len(ids) > most:
             raise DataError(f"The continuation has {len(ids):,} tokens; the meter checks at most {most:,}. "
                             "Shorten the output.")
