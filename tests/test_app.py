@@ -163,6 +163,9 @@ API = {
     "/compare_runs": ["owner", "run_a", "run_b", "prompt", "seed", "max_new_tokens"],
     "/sample": ["owner", "run_id", "which", "upload", "prompt", *SAMPLE_FORM],
     "/next_tokens": ["owner", "run_id", "which", "upload", "prompt", *SAMPLE_FORM],
+    "/next_token_stages": ["owner", "run_id", "which", "upload", "prompt", *SAMPLE_FORM],
+    "/beams": ["owner", "run_id", "which", "upload", "prompt", *SAMPLE_FORM],
+    "/memorisation": ["owner", "run_id", "which", "upload", "prompt", "output"],
 }
 
 
@@ -334,6 +337,21 @@ def test_decoding_settings_through_the_api(server, trained):
     probabilities = [row[2] for row in table["data"]]
     assert len(probabilities) == 15 and probabilities == sorted(probabilities, reverse=True)
     assert table["data"][0][0] == continuation[0].replace(" ", "␣")  # greedy takes the most likely token
+
+
+def test_the_decoding_insight_endpoints(server, trained):
+    _, client = server
+    owner, run_id, _ = trained
+    beams = client.predict(owner, run_id, "best", None, "the ", **decoding(strategy="beam", num_beams=3),
+                           api_name="/beams")
+    assert [row[0] for row in beams["data"]] == [1, 2, 3] and all(row[1].startswith("the ") for row in beams["data"])
+    _, note = client.predict(owner, run_id, "best", None, "the ", **decoding(strategy="sample", top_k=5),
+                             api_name="/next_token_stages")
+    assert "Sampling draws from the last panel" in note
+    html = client.predict(owner, run_id, "best", None, "", "<i>" + TEXT[5:40], api_name="/memorisation")
+    assert "&lt;i&gt;" in html and "35 characters long" in html
+    with pytest.raises(AppError, match="uploaded checkpoint carries no training text"):
+        client.predict(owner, run_id, "uploaded .zip", None, "", "abc", api_name="/memorisation")
 
 
 def test_compare_sweep_and_run_against_run(server, trained):
