@@ -20,6 +20,9 @@ MIN_STEPS = 10  # logged training losses before the curves say anything
 OVERFIT_EVALS = 3  # evaluations in a row with a rising validation loss
 SPIKES = 3  # spikes (and at least 2% of the logged steps) that make the norms "spiky"
 TAIL = 0.2  # the last fifth of the run, for "still falling steeply at the end"
+# Of the loss's whole fall, the share in that last fifth that counts as steep: a straight line has 20%,
+# a curve that has levelled off close to none, and the final cool-down of wsd or cosine a few percent.
+STEEP = 0.15
 BRISK_LR = 3e-3  # a peak rate this lab's small models usually bear; below it "too slow" raises the rate
 
 
@@ -47,7 +50,7 @@ def _scaled_rates(train: Mapping[str, Any], factor: float) -> dict[str, float]:
     return {"learning_rate": lr, "min_lr": min(lr, _round(train["min_lr"] * factor))}
 
 
-def _diverged(losses, medians, log_v, done, train) -> Diagnosis | None:
+def _diverged(medians, log_v, done, train) -> Diagnosis | None:
     nan = done is not None and done.status == "failed" and ("became nan" in done.reason or "became inf" in done.reason)
     best, recent = min(medians), medians[-1]
     rising = recent - best > max(0.5, 0.25 * (log_v - best)) or (recent > log_v + 0.1 and best < log_v - 0.5)
@@ -109,12 +112,12 @@ def _spiky(events, train) -> Diagnosis | None:
                      f"4x its recent median, first at step {summary.spikes[0]:,}). " + why, fix, label)
 
 
-def _too_slow(losses, medians, done, train) -> Diagnosis | None:
+def _too_slow(medians, done, train) -> Diagnosis | None:
     if done is None or done.status != "finished" or len(medians) < 5:
         return None
-    cut = min(len(medians) - 2, round((1 - TAIL) * len(medians)))
+    cut = min(len(medians) - 2, round((1 - TAIL) * (len(medians) - 1)))
     tail_drop, total_drop = medians[cut] - medians[-1], medians[0] - medians[-1]
-    if not (total_drop > 0 and tail_drop > 0.2 * total_drop and tail_drop > 0.05):
+    if not (total_drop > 0 and tail_drop > STEEP * total_drop and tail_drop > 0.05):
         return None
     if train["learning_rate"] < BRISK_LR:
         fix, label = _scaled_rates(train, 2), "double the learning rate"
@@ -140,14 +143,14 @@ def diagnose(events: Sequence[Event], vocab_size: int, train: Mapping[str, Any],
     log_v = math.log(max(2, vocab_size))
     losses, steps = [e.loss for e in logged], [e.step for e in logged]
     if len(losses) < MIN_STEPS:
-        medians = [statistics.median(losses)] if losses else [log_v]
-        found = _diverged(losses, medians, log_v, done, train) if done is not None else None
+        # Too few losses to read a curve from; a NaN is read all the same.
+        found = _diverged([statistics.median(losses)] if losses else [log_v], log_v, done, train)
         return [found] if found else []
     medians = _chunk_medians(losses)
-    found = [_diverged(losses, medians, log_v, done, train)]
+    found = [_diverged(medians, log_v, done, train)]
     if found[0] is None:
         found += [_plateau(steps, medians, log_v, train), _spiky(events, train)]
-        found += [_too_slow(losses, medians, done, train) if found[1] is None else None]
+        found += [_too_slow(medians, done, train) if found[1] is None else None]
     found.append(_overfitting(evals, model, train))
     found = [d for d in found if d is not None]
     if found:
