@@ -10,7 +10,7 @@ import pytest
 
 from gptlab.config import ModelConfig, TrainConfig
 from gptlab.events import DoneEvent, EvalEvent, StepEvent
-from gptlab.insight.doctor import KINDS, diagnose
+from gptlab.insight.doctor import FIX_SETTINGS, KINDS, diagnose
 from gptlab.insight.dynamics_plots import doctor_markdown
 
 V = 65
@@ -51,7 +51,7 @@ def kinds(events, train=TRAIN, model=MODEL):
 
 
 def assert_fix_is_valid(diagnosis, train=TRAIN, model=MODEL):
-    assert diagnosis.fix and diagnosis.fix_label
+    assert diagnosis.fix and diagnosis.fix_label and set(diagnosis.fix) <= set(FIX_SETTINGS)
     model_fix = {k: v for k, v in diagnosis.fix.items() if k in MODEL}
     train_fix = {k: v for k, v in diagnosis.fix.items() if k in TRAIN and k not in MODEL}
     assert set(model_fix) | set(train_fix) == set(diagnosis.fix)
@@ -107,6 +107,8 @@ def test_a_plateau_near_ln_v_raises_the_learning_rate():
     assert [d.kind for d in found] == ["plateau"]
     assert found[0].fix == {"learning_rate": 3e-3, "min_lr": 3e-4}
     assert_fix_is_valid(found[0])
+    tiny = diagnose(curve(losses), V, {**TRAIN, "learning_rate": 1e-6, "min_lr": 1e-7}, MODEL)[0]
+    assert tiny.fix == {"learning_rate": 1e-3, "min_lr": 1e-4} and "raise the learning rate to 0.001" in tiny.fix_label
     # Still in warmup: too early to call it a plateau.
     assert "plateau" not in kinds(curve(losses[:50], done=None), train={**TRAIN, "warmup_steps": 100})
 

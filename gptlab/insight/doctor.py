@@ -16,6 +16,8 @@ from gptlab.events import DoneEvent, EvalEvent, Event, StepEvent
 from gptlab.insight.gradnorm import grad_norm_summary
 
 KINDS = ("diverged", "plateau", "overfitting", "spiky", "too_slow", "healthy")
+# Every setting a fix may change (the Train tab fills these components).
+FIX_SETTINGS = ("learning_rate", "min_lr", "grad_clip", "dropout", "patience", "max_steps", "max_time")
 MIN_STEPS = 10  # logged training losses before the curves say anything
 OVERFIT_EVALS = 3  # evaluations in a row with a rising validation loss
 SPIKES = 3  # spikes (and at least 2% of the logged steps) that make the norms "spiky"
@@ -23,6 +25,7 @@ TAIL = 0.2  # the last fifth of the run, for "still falling steeply at the end"
 # Of the loss's whole fall, the share in that last fifth that counts as steep: a straight line has 20%,
 # a curve that has levelled off close to none, and the final cool-down of wsd or cosine a few percent.
 STEEP = 0.15
+LOW_LR, DEFAULT_LR = 1e-4, 1e-3  # a rate below LOW_LR that does not learn is raised to DEFAULT_LR
 BRISK_LR = 3e-3  # a peak rate this lab's small models usually bear; below it "too slow" raises the rate
 
 
@@ -71,10 +74,12 @@ def _plateau(steps, medians, log_v, train) -> Diagnosis | None:
     tol = max(0.1, 0.05 * log_v)
     if steps[-1] <= train.get("warmup_steps", 0) or min(medians) < log_v - 2 * tol or medians[-1] < log_v - tol:
         return None
+    # Three times a tiny rate is still tiny: below LOW_LR the fix jumps to a rate small models bear.
+    factor = 3 if train["learning_rate"] >= LOW_LR else DEFAULT_LR / train["learning_rate"]
     return Diagnosis("plateau", "Not learning", f"After {steps[-1]:,} steps the loss is still {medians[-1]:.2f}, "
                      f"close to random guessing (ln V = {log_v:.2f}): the model has not begun to learn. The "
-                     "learning rate is probably too small to move the weights.", _scaled_rates(train, 3),
-                     "multiply the learning rate by 3")
+                     "learning rate is probably too small to move the weights.", _scaled_rates(train, factor),
+                     "multiply the learning rate by 3" if factor == 3 else f"raise the learning rate to {DEFAULT_LR:g}")
 
 
 def _overfitting(evals: list[EvalEvent], model: Mapping[str, Any], train) -> Diagnosis | None:

@@ -3,6 +3,7 @@ and the loss doctor's reading. Matplotlib's object API with fixed margins (no la
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from matplotlib.axes import Axes
@@ -56,6 +57,17 @@ def grad_norm_axes(ax: Axes, summary: GradNormSummary) -> None:
         ax.plot(summary.spikes, [at[s] for s in summary.spikes], "v", color=CLIP_COLOUR, markersize=4)
     ax.set_title(summary.caption(), fontsize=9)
     ax.set_xlabel("step", fontsize=7)
+
+
+@dataclass(frozen=True)
+class DoctorView:
+    """The doctor's reading as the Train tab shows it: its text, and the fixes it offers."""
+    markdown: str
+    fixes: dict[str, str] = field(default_factory=dict)  # diagnosis kind -> the fix in a few words
+
+
+def doctor_view(diagnoses: Sequence[Diagnosis], finished: bool = False) -> DoctorView:
+    return DoctorView(doctor_markdown(diagnoses, finished), {d.kind: d.fix_label for d in diagnoses if d.fix})
 
 
 def doctor_markdown(diagnoses: Sequence[Diagnosis], finished: bool = False) -> str:
