@@ -55,10 +55,12 @@ def test_the_share_clipped_is_exact_with_counts_and_from_logged_steps_without():
     assert exact.exact and exact.share_clipped == pytest.approx(5 / 20) and exact.median == 1.25
     assert "25% of steps clipped at 1" in exact.caption()
     legacy = grad_norm_summary([step(10, 2.0), step(20, 0.5), step(30, 0.7), step(40, 3.0)], 1.0)
-    assert not legacy.exact and legacy.share_clipped == 0.5 and "50% of logged steps clipped" in legacy.caption()
+    assert not legacy.exact and legacy.share_clipped == 0.5 and "~50% clipped at 1" in legacy.caption()
     off = grad_norm_summary([step(10, 2.0, clipped=0, window=10)], 0.0)
     assert off.share_clipped is None and "no clipping" in off.caption()
     assert grad_norm_summary([], 1.0).caption() == "gradient norm: no steps yet"
+    spiky = grad_norm_summary([step(i, 9.0 if i == 30 else 1.0, clipped=0, window=1) for i in range(1, 41)], 10.0)
+    assert spiky.spikes == (30,) and spiky.caption() == "gradient norm: 0% of steps clipped at 10, 1 spike"
 
 
 def test_spikes_are_found_where_planted_and_noise_has_none():

@@ -20,7 +20,7 @@ KINDS = ("diverged", "plateau", "overfitting", "spiky", "too_slow", "healthy")
 FIX_SETTINGS = ("learning_rate", "min_lr", "grad_clip", "dropout", "patience", "max_steps", "max_time")
 MIN_STEPS = 10  # logged training losses before the curves say anything
 OVERFIT_EVALS = 3  # evaluations in a row with a rising validation loss
-SPIKES = 3  # spikes (and at least 2% of the logged steps) that make the norms "spiky"
+SPIKES, SPIKE_SHARE = 5, 0.0025  # spikes (and share of the logged steps) that make the norms "spiky"
 TAIL = 0.2  # the last fifth of the run, for "still falling steeply at the end"
 # Of the loss's whole fall, the share in that last fifth that counts as steep: a straight line has 20%,
 # a curve that has levelled off close to none, and the final cool-down of wsd or cosine a few percent.
@@ -105,7 +105,7 @@ def _overfitting(evals: list[EvalEvent], model: Mapping[str, Any], train) -> Dia
 
 def _spiky(events, train) -> Diagnosis | None:
     summary = grad_norm_summary(events, train.get("grad_clip"))
-    if len(summary.spikes) < max(SPIKES, 0.02 * len(summary.norms)):
+    if len(summary.spikes) < max(SPIKES, SPIKE_SHARE * len(summary.norms)):
         return None
     if not summary.grad_clip:
         fix, label, why = {"grad_clip": 1.0}, "clip gradients at 1.0", "Clipping is off, so each spike moves the weights far."

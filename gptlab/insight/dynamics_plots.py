@@ -20,7 +20,7 @@ def schedule_figure(schedule: Schedule | None, problem: str = "") -> Figure:
     """The rate each step will use; with a time budget, beside it the rate when the clock leads."""
     clocked = schedule is not None and bool(schedule.clock_seconds)
     fig = Figure(figsize=(8, 2.8))
-    fig.subplots_adjust(left=0.1, right=0.98, top=0.84, bottom=0.18, wspace=0.28)
+    fig.subplots_adjust(left=0.1, right=0.98, top=0.78, bottom=0.18, wspace=0.28)
     ax = fig.add_subplot(1, 2 if clocked else 1, 1)
     if schedule is None:
         ax.text(0.5, 0.5, problem or "Fix the settings to see the schedule.", ha="center", va="center",
@@ -30,19 +30,20 @@ def schedule_figure(schedule: Schedule | None, problem: str = "") -> Figure:
     ax.plot(schedule.steps, schedule.lrs, color=LR_COLOUR, linewidth=1.8)
     if 0 < schedule.warmup_steps < schedule.max_steps:
         ax.axvline(schedule.warmup_steps, color="grey", linestyle=":", linewidth=1, label="end of warmup")
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="lower center", fontsize=8)
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate")
     ax.set_ylim(bottom=0)
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
     ax.grid(alpha=0.3)
-    ax.set_title("Learning rate by step: the ramp of warmup, then the decay to min_lr", fontsize=10)
+    fig.suptitle("The learning rate each step will use: the warmup ramp, then the decay to min_lr", fontsize=10)
+    ax.set_title("by step", fontsize=9)
     if clocked:
         right = fig.add_subplot(1, 2, 2, sharey=ax)
         right.plot(schedule.clock_seconds, schedule.clock_lrs, color=LR_COLOUR, linewidth=1.8, linestyle="--")
         right.set_xlabel(f"seconds of the {clock(schedule.max_time)} budget")
         right.grid(alpha=0.3)
-        right.set_title("after warmup, if the clock leads", fontsize=10)
+        right.set_title("by the clock, after warmup (when the clock leads)", fontsize=9)
     return fig
 
 
@@ -52,6 +53,8 @@ def grad_norm_axes(ax: Axes, summary: GradNormSummary) -> None:
         ax.plot(summary.steps, summary.norms, color=NORM_COLOUR, linewidth=1.0)
     if summary.grad_clip:
         ax.axhline(summary.grad_clip, color=CLIP_COLOUR, linestyle="--", linewidth=1)
+        ax.text(0.99, summary.grad_clip, f"clip at {summary.grad_clip:g}", transform=ax.get_yaxis_transform(),
+                ha="right", va="bottom", fontsize=7, color=CLIP_COLOUR)
     if summary.spikes:
         at = dict(zip(summary.steps, summary.norms))
         ax.plot(summary.spikes, [at[s] for s in summary.spikes], "v", color=CLIP_COLOUR, markersize=4)

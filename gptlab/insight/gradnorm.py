@@ -41,11 +41,12 @@ class GradNormSummary:
             return "gradient norm: no steps yet"
         if not self.grad_clip:
             clip = "no clipping"
-        else:
-            share = self.share_clipped
-            clip = f"{share:.0%} of {'steps' if self.exact else 'logged steps'} clipped at {self.grad_clip:g}"
+        elif self.exact:
+            clip = f"{self.share_clipped:.0%} of steps clipped at {self.grad_clip:g}"
+        else:  # an older log: only the logged steps are known
+            clip = f"~{self.share_clipped:.0%} clipped at {self.grad_clip:g}"
         spikes = f", {len(self.spikes)} spike{'s' if len(self.spikes) != 1 else ''}" if self.spikes else ""
-        return f"gradient norm ({clip}{spikes})"
+        return f"gradient norm: {clip}{spikes}"
 
 
 def spike_steps(steps: Sequence[int], norms: Sequence[float], factor: float = SPIKE_FACTOR,
