@@ -30,7 +30,11 @@ def test_the_preview_follows_the_settings_and_the_servers_time_cap(lab):
     assert preview.data()["lr"] == list(preview.schedule.lrs)
     # Start caps every run's time (TrainingCaps.admit), so the preview's budget is the cap's.
     assert preview.schedule.max_time == lab.caps.max_seconds == 3600
-    assert "With a 1:00:00 budget" in preview.text and "This server stops every run after 1:00:00" in preview.text
+    assert "This server stops every run after 1:00:00: were the run slower than 0.0111 steps a second, the decay " \
+           "would follow the clock" in preview.text and "With a" not in preview.text
+    longer = lab.lr_preview(settings=hyper(max_time=7200))
+    assert longer.schedule.max_time == 3600 and "With a 1:00:00 budget" in longer.text
+    assert "You asked for 2:00:00; this server stops every run after 1:00:00" in longer.text
     timed = lab.lr_preview(settings=hyper(max_time=90))
     assert "With a 1:30 budget" in timed.text and "This server" not in timed.text and len(timed.figure.axes) == 2
     assert lab.lr_preview(settings=hyper(warmup_steps=500, max_steps=20)).schedule.final < 3e-3

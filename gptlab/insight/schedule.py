@@ -70,7 +70,7 @@ def _describe(config: TrainConfig, final: float) -> str:
     if c.lr_schedule == "constant":
         return words + f" The {budget} time budget only ends the run; it does not change a constant rate."
     return words + (f" With a {budget} budget, the decay follows the clock if the run cannot reach max_steps in "
-                    f"time (it would need {n / c.max_time:,.1f} steps a second): the rate then reaches min_lr at "
+                    f"time (it would need {n / c.max_time:,.3g} steps a second): the rate then reaches min_lr at "
                     f"about {budget} (the budget less the final evaluation), at whatever step the run has reached. "
                     "The warmup always counts steps. The step rate is not known before Start, so the curve is "
                     "drawn by steps, and the second panel shows the rate when the clock leads.")

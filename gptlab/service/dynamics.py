@@ -57,11 +57,18 @@ class Dynamics(LabBase):
         except ValueError as e:
             return LrPreview(schedule_figure(None, str(e)), f"**Problem**: {e}", None)
         cap = self.caps.max_seconds
-        config = asked.replace(max_time=min(asked.max_time or math.inf, cap))
-        schedule = lr_schedule(config)
-        capped = (f" This server stops every run after {clock(cap)}, so that is the budget the schedule uses."
-                  if asked.max_time is None or asked.max_time > cap else "")
-        return LrPreview(schedule_figure(schedule), schedule.summary + capped, schedule)
+        schedule = lr_schedule(asked.replace(max_time=min(asked.max_time or math.inf, cap)))
+        if asked.max_time is None:
+            rate = f"{asked.max_steps / cap:,.3g}"
+            text = (lr_schedule(asked, points=2).summary + f" This server stops every run after {clock(cap)}: "
+                    f"were the run slower than {rate} steps a second, the decay would follow the clock instead, "
+                    f"reaching min_lr at {clock(cap)}.")
+        elif asked.max_time > cap:
+            text = schedule.summary + f" (You asked for {clock(asked.max_time)}; this server stops every run after " \
+                                      f"{clock(cap)}.)"
+        else:
+            text = schedule.summary
+        return LrPreview(schedule_figure(schedule), text, schedule)
 
     def loss_doctor(self, *, owner: str | None, run_id: str | None) -> DoctorReport:
         """The doctor's reading of a run's curves so far (pure Python over its events: cheap)."""
