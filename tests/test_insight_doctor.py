@@ -7,6 +7,7 @@ import random
 from dataclasses import asdict
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from gptlab.config import ModelConfig, TrainConfig
 from gptlab.events import DoneEvent, EvalEvent, StepEvent
@@ -123,6 +124,9 @@ def test_a_rising_validation_loss_while_training_falls_is_overfitting():
     more = next(d for d in diagnose(curve(healthy_losses(250), evals=evals, done=None), V,
                                     {**TRAIN, "patience": 5}, {**MODEL, "dropout": 0.2}) if d.kind == "overfitting")
     assert more.fix == {"dropout": 0.3}
+    most = next(d for d in diagnose(curve(healthy_losses(250), evals=evals, done=None), V,
+                                    {**TRAIN, "patience": 5}, {**MODEL, "dropout": 0.5}) if d.kind == "overfitting")
+    assert most.fix == {} and "More text" in most.message  # nothing left to turn up: more data is the fix
 
 
 def test_a_single_bump_or_a_rising_training_loss_is_not_overfitting():
@@ -166,3 +170,21 @@ def test_the_markdown_lists_each_diagnosis_with_its_fix():
     found = diagnose(curve([LN_V] * 300), V, TRAIN, MODEL)
     text = doctor_markdown(found, finished=True)
     assert "**Not learning**" in text and "learning_rate = 0.003" in text and "final reading" in text
+
+
+@settings(max_examples=60, deadline=None)
+@given(losses=st.lists(st.floats(0.0, 20.0), max_size=80), norms_scale=st.floats(0.01, 100.0),
+       vals=st.lists(st.floats(0.0, 20.0), max_size=8), lr=st.floats(1e-7, 1.0), clip=st.sampled_from([0.0, 0.5, 1.0]),
+       dropout=st.sampled_from([0.0, 0.3, 0.5, 0.9]), done=st.sampled_from([None, "finished", "failed", "stopped"]))
+def test_any_curve_gets_a_reading_whose_fixes_the_configs_accept(losses, norms_scale, vals, lr, clip, dropout, done):
+    train = {**TRAIN, "learning_rate": lr, "min_lr": lr / 10, "grad_clip": clip}
+    model = {**MODEL, "dropout": dropout}
+    norms = [norms_scale * (1 + (i % 7 == 0) * 9) for i in range(len(losses))]
+    evals = [(10 * i, v, v) for i, v in enumerate(vals)]
+    found = diagnose(curve(losses, norms=norms, evals=evals, done=done, reason="the loss became nan at step 3",
+                           clip=clip), V, train, model)
+    assert [d.kind for d in found] == list(dict.fromkeys(d.kind for d in found)) and set(d.kind for d in found) <= set(KINDS)
+    assert "healthy" not in [d.kind for d in found] or len(found) == 1
+    for d in found:
+        if d.fix:
+            assert_fix_is_valid(d, train, model)

@@ -20,6 +20,7 @@ KINDS = ("diverged", "plateau", "overfitting", "spiky", "too_slow", "healthy")
 FIX_SETTINGS = ("learning_rate", "min_lr", "grad_clip", "dropout", "patience", "max_steps", "max_time")
 MIN_STEPS = 10  # logged training losses before the curves say anything
 OVERFIT_EVALS = 3  # evaluations in a row with a rising validation loss
+MAX_DROPOUT = 0.5
 SPIKES, SPIKE_SHARE = 5, 0.0025  # spikes (and share of the logged steps) that make the norms "spiky"
 TAIL = 0.2  # the last fifth of the run, for "still falling steeply at the end"
 # Of the loss's whole fall, the share in that last fifth that counts as steep: a straight line has 20%,
@@ -92,10 +93,14 @@ def _overfitting(evals: list[EvalEvent], model: Mapping[str, Any], train) -> Dia
         return None
     best = min(evals, key=lambda e: e.val_loss)
     dropout = model.get("dropout", 0.0) or 0.0
-    fix = {"dropout": 0.1 if dropout < 0.1 else _round(min(0.5, dropout + 0.1))}
-    label = f"dropout {fix['dropout']:g}"
+    fix, labels = {}, []
+    if dropout < MAX_DROPOUT:  # past it, more dropout slows learning more than it helps
+        fix["dropout"] = 0.1 if dropout < 0.1 else _round(min(MAX_DROPOUT, dropout + 0.1))
+        labels.append(f"dropout {fix['dropout']:g}")
     if train.get("patience") is None:
-        fix["patience"], label = OVERFIT_EVALS, label + f" and stop early (patience {OVERFIT_EVALS})"
+        fix["patience"] = OVERFIT_EVALS
+        labels.append(f"stop early (patience {OVERFIT_EVALS})")
+    label = " and ".join(labels)
     return Diagnosis("overfitting", "Overfitting", f"The validation loss has risen for {OVERFIT_EVALS} evaluations "
                      f"in a row (to {vals[-1]:.3f}) while the training loss kept falling: the model is memorising "
                      f"the training text. The best checkpoint is from step {best.step:,} (validation loss "
