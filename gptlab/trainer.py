@@ -312,7 +312,7 @@ class Trainer:
                 # Before the step's events, so a hook that sets the stop flag ends the run at this step.
                 self.on_step(self.step)
             window_steps, window_tokens = window_steps + 1, window_tokens + tokens
-            window_clipped += cfg.grad_clip > 0 and norm > cfg.grad_clip
+            window_clipped += int(0 < cfg.grad_clip < norm)
             self.elapsed = time.perf_counter() - self._clock
             self.metrics["train_loss_step"] = loss
 
