@@ -166,6 +166,8 @@ API = {
     "/next_token_stages": ["owner", "run_id", "which", "upload", "prompt", *SAMPLE_FORM],
     "/beams": ["owner", "run_id", "which", "upload", "prompt", *SAMPLE_FORM],
     "/memorisation": ["owner", "run_id", "which", "upload", "prompt", "output"],
+    "/lr_schedule": ["learning_rate", "min_lr", "lr_schedule", "warmup_steps", "max_steps", "max_time"],
+    "/loss_doctor": ["owner", "run_id"],
 }
 
 
@@ -299,6 +301,20 @@ def test_preview_and_downloads_through_the_api(server, trained):
     files = client.predict(owner, run_id, api_name="/downloads")
     assert [Path(f).name for f in files] == [f"gptlab-{run_id}-best.zip", "metrics.csv", "metrics.jsonl"]
     assert zipfile.is_zipfile(files[0]) and "config.json" in zipfile.ZipFile(files[0]).namelist()
+
+
+def test_the_lr_schedule_and_the_loss_doctor_through_the_api(server, trained):
+    _, client = server
+    _, text, values = client.predict(1e-3, 1e-4, "cosine", 10, 100, 0, api_name="/lr_schedule")
+    assert values["steps"][:2] == [1, 2] and values["lr"][9] == pytest.approx(1e-3 * 10 / 11)
+    assert "This server stops every run" in text
+    _, text, values = client.predict(1e-3, 1e-2, "cosine", 10, 100, 0, api_name="/lr_schedule")
+    assert text.startswith("**Problem**: min_lr must be between 0 and learning_rate") and "problem" in values
+    owner, run_id, _ = trained
+    markdown, data, *_ = client.predict(owner, run_id, api_name="/loss_doctor")
+    assert markdown.startswith("**Loss doctor**") and data and {"kind", "fix"} <= set(data[0])
+    with pytest.raises(AppError, match="start one on the Train tab"):
+        client.predict(owner, "", api_name="/loss_doctor")
 
 
 def test_decoding_settings_through_the_api(server, trained):
