@@ -163,6 +163,9 @@ API = {
     "/compare_runs": ["owner", "run_a", "run_b", "prompt", "seed", "max_new_tokens"],
     "/sample": ["owner", "run_id", "which", "upload", "prompt", *SAMPLE_FORM],
     "/next_tokens": ["owner", "run_id", "which", "upload", "prompt", *SAMPLE_FORM],
+    "/attention": ["owner", "run_id", "which", "upload", "prompt", "layer", "head"],
+    "/logit_lens": ["owner", "run_id", "which", "upload", "prompt"],
+    "/surprise": ["owner", "run_id", "passage"],
 }
 
 
