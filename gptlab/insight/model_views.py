@@ -19,12 +19,12 @@ from gptlab.insight.surprise import Surprise
 Label = Callable[[int], str]  # a token id's text, white space made visible
 
 
-def _heatmap(ax, attention: AttentionMap, title: str):
+def _heatmap(ax, attention: AttentionMap, title: str, vmax: float):
     weights = np.array(attention.weights, dtype=float)
     weights[np.triu_indices_from(weights, k=1)] = np.nan  # the future: masked, not "zero attention"
-    image = ax.imshow(weights, vmin=0.0, vmax=1.0, cmap="viridis", interpolation="nearest")
+    image = ax.imshow(weights, vmin=0.0, vmax=vmax, cmap="viridis", interpolation="nearest")
     n = len(attention.labels)
-    size = 9 if n <= 16 else 7 if n <= 32 else 5.5
+    size = 10 if n <= 16 else 8 if n <= 32 else 6.5
     ax.set_xticks(range(n), attention.labels, rotation=90, fontsize=size, fontfamily="monospace")
     ax.set_yticks(range(n), attention.labels, fontsize=size, fontfamily="monospace")
     ax.set_xlabel("key: the token attended to")
@@ -34,16 +34,19 @@ def _heatmap(ax, attention: AttentionMap, title: str):
 
 
 def attention_figure(panels: Sequence[tuple[str, AttentionMap]]) -> Figure:
-    """One heatmap per (title, map), side by side, sharing one colour scale."""
-    fig = Figure(figsize=(6.2 * len(panels) + 0.8, 6.8))
-    fig.subplots_adjust(left=0.1 if len(panels) > 1 else 0.16, right=0.9, top=0.86, bottom=0.2, wspace=0.35)
+    """One heatmap per (title, map), side by side, sharing one colour scale. The scale tops at the
+    largest weight shown rather than 1: over a long prompt every weight is small, and a 0-1 scale
+    would paint the whole map one dark colour."""
+    fig = Figure(figsize=(6.2 * len(panels) + 0.8, 6.4))
+    fig.subplots_adjust(left=0.08 if len(panels) > 1 else 0.14, right=0.9, top=0.88, bottom=0.13, wspace=0.3)
     first = panels[0][1]
     crop = f" (the last {len(first.labels)} tokens)" if first.offset else ""
     fig.suptitle(f"Layer {first.layer}, head {first.head}{crop}: each row is a token, bright cells are the "
                  "earlier tokens it reads", fontsize=12)
+    vmax = max(max(max(row) for row in attention.weights) for _, attention in panels) or 1.0
     image = None
     for i, (title, attention) in enumerate(panels):
-        image = _heatmap(fig.add_subplot(1, len(panels), i + 1), attention, title)
+        image = _heatmap(fig.add_subplot(1, len(panels), i + 1), attention, title, vmax)
     colourbar = fig.colorbar(image, ax=fig.axes, fraction=0.03, pad=0.02)
     colourbar.set_label("attention weight")
     return fig
@@ -71,9 +74,9 @@ def lens_html(lens: LogitLens, label: Label, title: str) -> str:
         for top in cells:
             token, p = top[0]
             hover = " · ".join(f"{label(t)} {q:.0%}" for t, q in top)
-            tds.append(f'<td style="background:{_shade(p, LENS_COLOUR)}" title="{e(hover, quote=True)}">'
+            tds.append(f'<td style="background:{_shade(p, LENS_COLOUR)};padding:2px 6px" title="{e(hover, quote=True)}">'
                        f"{e(label(token))}<br><small>{p:.0%}</small></td>")
-        rows.append(f"<tr><th>{name}</th>{''.join(tds)}</tr>")
+        rows.append(f'<tr><th style="padding:2px 6px;text-align:left">{name}</th>{"".join(tds)}</tr>')
     crop = f" (the last {len(lens.ids)} positions)" if lens.offset else ""
     return (f'<div class="logit-lens"><p><b>{e(title)}</b>{crop}</p>'
             '<div style="overflow-x:auto"><table style="border-collapse:collapse;font-family:monospace;'
