@@ -147,3 +147,21 @@ def test_a_run_without_init_or_its_text_says_what_it_shows(trained, tmp_path):
     finally:
         shutil.move(tmp_path / INIT, folder / INIT)
         shutil.move(tmp_path / "data", data)
+
+
+def test_the_model_shape_is_read_from_the_checkpoint_for_the_sliders(trained, upload):
+    lab, owner, run_id, _ = trained
+    shape = lab.model_shape(owner=owner, run_id=run_id, which="best", upload=None)
+    assert (shape.n_layer, shape.n_head, shape.block_size) == (2, 2, 32)
+    assert lab.model_shape(owner="", run_id=None, which="uploaded .zip", upload=upload) == shape
+    with pytest.raises(ValueError, match="Choose a run first"):
+        lab.model_shape(owner="", run_id=None, which="best", upload=None)
+
+
+def test_a_run_without_a_best_checkpoint_yet_takes_its_shape_from_init(trained, tmp_path):
+    lab, owner, run_id, folder = trained
+    shutil.move(folder / "last", tmp_path / "last")
+    try:
+        assert lab.model_shape(owner=owner, run_id=run_id, which="last", upload=None).n_head == 2
+    finally:
+        shutil.move(tmp_path / "last", folder / "last")

@@ -4,6 +4,7 @@ the run's untrained weights (its init/) beside the chosen trained checkpoint."""
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from gptlab.insight.lens import (MAX_ATTENTION_TOKENS, MAX_LENS_POSITIONS, Atten
                                  check_layer_head, logit_lens)
 from gptlab.insight.model_views import attention_figure, lens_html, surprise_html, surprise_legend
 from gptlab.insight.surprise import Surprise, cap_passage, surprise
+from gptlab.runs import RunError
 from gptlab.service.base import UPLOADED, LabBase
 
 NO_INIT_UPLOAD = ("An uploaded checkpoint carries no untrained weights (a run's init/), so only the trained side "
@@ -51,6 +53,13 @@ class SurpriseView:
 
 
 @dataclass(frozen=True)
+class ModelShape:
+    n_layer: int
+    n_head: int
+    block_size: int
+
+
+@dataclass(frozen=True)
 class _Side:
     title: str
     folder: Path
@@ -70,6 +79,20 @@ class Inside(LabBase):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._passages: dict[tuple, list[int]] = {}  # (checkpoint, its mtime) -> validation passage
+        self._passages_lock = threading.Lock()
+
+    def model_shape(self, *, owner: str | None, run_id: str | None, which: str, upload: str | None) -> ModelShape:
+        """The chosen checkpoint's layers and heads, read from its config alone (no weights load), so
+        the panels' sliders can follow the model."""
+        try:
+            folder = self._checkpoint_folder(owner, run_id, which, upload)
+        except RunError:
+            # A run that has just started has no best/ yet; its init/ has the same shape.
+            folder = self.registry.folder(self.owner_or_new(owner), run_id) / INIT if run_id else None
+            if folder is None or not (folder / CONFIG_FILE).is_file():
+                raise
+        config = load_checkpoint(folder).model_config
+        return ModelShape(config.n_layer, config.n_head, config.block_size)
 
     def _sides(self, owner, run_id, which: str, upload) -> tuple[list[_Side], str]:
         """The trained checkpoint, and the run's untrained one where it has one."""
@@ -174,7 +197,8 @@ class Inside(LabBase):
             ids = encode_documents(documents, tokenizer)
             val_fraction = checkpoint.train_config.val_fraction if checkpoint.train_config else 0.1
             n_train, _ = split_sizes(len(ids), val_fraction)
-            if len(cache) >= 8:
-                cache.pop(next(iter(cache)))
-            cache[key] = ids[n_train: n_train + block_size + 1]
+            with self._passages_lock:
+                if len(cache) >= 8:
+                    cache.pop(next(iter(cache)))
+                cache[key] = ids[n_train: n_train + block_size + 1]
         return list(cache[key])

@@ -66,8 +66,8 @@ def _layout(max_new_tokens: int) -> tuple[SampleTab, gr.Row, gr.Button, gr.Butto
 def _attention_panel(lab: Lab, session: Session, tab: SampleTab) -> None:
     gr.Markdown("### Attention: which earlier tokens each token of the prompt reads")
     with gr.Row():
-        layer_slider = gr.Slider(1, 12, value=1, step=1, label="layer", info="the range follows the model once shown")
-        head_slider = gr.Slider(1, 12, value=1, step=1, label="head")
+        layer_slider = gr.Slider(1, 12, value=1, step=1, label="layer", elem_id="attention-layer")
+        head_slider = gr.Slider(1, 12, value=1, step=1, label="head", elem_id="attention-head")
         button = gr.Button("Show attention", elem_id="attention-button")
     note = gr.Markdown(elem_id="attention-note")
     plot = gr.Plot(show_label=False, elem_id="attention-plot")
@@ -79,8 +79,20 @@ def _attention_panel(lab: Lab, session: Session, tab: SampleTab) -> None:
         return {plot: view.figure, note: view.note, layer_slider: gr.update(maximum=view.trained.n_layer),
                 head_slider: gr.update(maximum=view.trained.n_head)}
 
-    inputs = {"owner": session.owner, "run_id": tab.run, "which": tab.which, "upload": tab.upload,
-              "prompt": tab.prompt, "layer": layer_slider, "head": head_slider}
+    @user_errors
+    def follow_the_model(owner, run_id, which, upload, layer, head):
+        try:
+            shape = lab.model_shape(owner=owner, run_id=run_id, which=which, upload=upload)
+        except ValueError:  # no checkpoint chosen yet: the panel's own button explains that when pressed
+            return {layer_slider: gr.update(), head_slider: gr.update()}
+        return {layer_slider: gr.update(maximum=shape.n_layer, value=min(layer or 1, shape.n_layer)),
+                head_slider: gr.update(maximum=shape.n_head, value=min(head or 1, shape.n_head))}
+
+    checkpoint = {"owner": session.owner, "run_id": tab.run, "which": tab.which, "upload": tab.upload}
+    gr.on([tab.run.change, tab.which.change, tab.upload.change], follow_the_model,
+          inputs_kwargs={**checkpoint, "layer": layer_slider, "head": head_slider},
+          outputs=[layer_slider, head_slider], api_visibility="private")
+    inputs = {**checkpoint, "prompt": tab.prompt, "layer": layer_slider, "head": head_slider}
     button.click(attention, inputs_kwargs=inputs, outputs=[plot, note, layer_slider, head_slider],
                  api_name="attention", **GENERATION)
 
