@@ -74,8 +74,8 @@ def lens_html(lens: LogitLens, label: Label, title: str) -> str:
         for top in cells:
             token, p = top[0]
             hover = " · ".join(f"{label(t)} {q:.0%}" for t, q in top)
-            tds.append(f'<td style="background:{_shade(p, LENS_COLOUR)};padding:2px 6px" title="{e(hover, quote=True)}">'
-                       f"{e(label(token))}<br><small>{p:.0%}</small></td>")
+            tds.append(f'<td style="background:{_shade(p, LENS_COLOUR)};padding:2px 6px" '
+                       f'title="{e(hover, quote=True)}">{e(label(token))}<br><small>{p:.0%}</small></td>')
         rows.append(f'<tr><th style="padding:2px 6px;text-align:left">{name}</th>{"".join(tds)}</tr>')
     crop = f" (the last {len(lens.ids)} positions)" if lens.offset else ""
     return (f'<div class="logit-lens"><p><b>{e(title)}</b>{crop}</p>'
