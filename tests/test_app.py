@@ -168,6 +168,9 @@ API = {
     "/memorisation": ["owner", "run_id", "which", "upload", "prompt", "output"],
     "/lr_schedule": ["learning_rate", "min_lr", "lr_schedule", "warmup_steps", "max_steps", "max_time"],
     "/loss_doctor": ["owner", "run_id"],
+    "/attention": ["owner", "run_id", "which", "upload", "prompt", "layer", "head"],
+    "/logit_lens": ["owner", "run_id", "which", "upload", "prompt"],
+    "/surprise": ["owner", "run_id", "passage"],
 }
 
 

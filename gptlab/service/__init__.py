@@ -10,6 +10,7 @@ from gptlab.service.base import (CHECKPOINTS, NO_RUN_YET, OWNER_PATTERN, SOURCES
                                 UPLOADED, X_AXES, Limits)
 from gptlab.service.decoding import Decoding
 from gptlab.service.dynamics import Dynamics
+from gptlab.service.inside import Inside
 from gptlab.service.sampling import Sampling
 from gptlab.service.training import Training
 
@@ -17,5 +18,5 @@ __all__ = ["CHECKPOINTS", "NO_RUN_YET", "OWNER_PATTERN", "SOURCES", "START_FROM"
            "X_AXES", "Lab", "Limits"]
 
 
-class Lab(Training, Sampling, Decoding, Dynamics):
+class Lab(Training, Sampling, Decoding, Dynamics, Inside):
     """The whole service: each base class is one area of it (gptlab/service/*.py)."""

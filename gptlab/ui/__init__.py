@@ -8,6 +8,8 @@ named outputs ({component: value}).
 from __future__ import annotations
 
 import gradio as gr
+import matplotlib.pyplot  # noqa: F401  (imported once here: gradio's plot encoder imports it on first use, and
+# several events drawing at once raced on that first import)
 
 from gptlab.config import DEFAULT_PRESET, TrainConfig
 from gptlab.service import Lab

@@ -85,10 +85,32 @@ def _run_against_run(lab: Lab, session: Session, common: dict) -> tuple[gr.Dropd
     return run_a, run_b
 
 
+def _surprise_map(lab: Lab, session: Session) -> None:
+    gr.Markdown("### Surprise map: how many bits each token of a held-out passage cost the model")
+    passage = gr.Textbox(lines=3, label="passage", elem_id="surprise-passage",
+                         placeholder="Empty: the start of the run's validation text (text it never trained on)",
+                         info="Scored up to the model's context length plus one token; a longer passage is cut.")
+    button = gr.Button("Surprise map", elem_id="surprise-button")
+    note = gr.Markdown(elem_id="surprise-note")
+    legend = gr.HTML()
+    with gr.Row():
+        untrained = gr.HTML(elem_id="surprise-untrained")
+        trained = gr.HTML(elem_id="surprise-trained")
+
+    @user_errors
+    def surprise(owner, run_id, passage):
+        view = lab.surprise(owner=owner, run_id=run_id, passage=passage)
+        return {untrained: view.untrained_html, trained: view.trained_html, legend: view.legend, note: view.note}
+
+    button.click(surprise, inputs_kwargs={"owner": session.owner, "run_id": session.run_id, "passage": passage},
+                 outputs=[untrained, trained, legend, note], api_name="surprise", **GENERATION)
+
+
 def build(lab: Lab, session: Session) -> CompareTab:
     prompt, seed, temperature, max_new_tokens = _prompt_row()
     common = {"prompt": prompt, "seed": seed, "max_new_tokens": max_new_tokens}
     _untrained_vs_trained(lab, session, common, temperature)
     _temperature_sweep(lab, session, common)
     run_a, run_b = _run_against_run(lab, session, common)
+    _surprise_map(lab, session)
     return CompareTab(prompt, seed, temperature, max_new_tokens, run_a, run_b)

@@ -63,6 +63,61 @@ def _layout(max_new_tokens: int) -> tuple[SampleTab, gr.Row, gr.Button, gr.Butto
     return SampleTab(run, which, upload, prompt, decoding, output, next_table), beam_row, generate, next_button
 
 
+def _attention_panel(lab: Lab, session: Session, tab: SampleTab) -> None:
+    gr.Markdown("### Attention: which earlier tokens each token of the prompt reads")
+    with gr.Row():
+        layer_slider = gr.Slider(1, 12, value=1, step=1, label="layer", elem_id="attention-layer")
+        head_slider = gr.Slider(1, 12, value=1, step=1, label="head", elem_id="attention-head")
+        button = gr.Button("Show attention", elem_id="attention-button")
+    note = gr.Markdown(elem_id="attention-note")
+    plot = gr.Plot(show_label=False, elem_id="attention-plot")
+
+    @user_errors
+    def attention(owner, run_id, which, upload, prompt, layer, head):
+        view = lab.attention(owner=owner, run_id=run_id, which=which, upload=upload, prompt=prompt, layer=layer,
+                             head=head)
+        return {plot: view.figure, note: view.note, layer_slider: gr.update(maximum=view.trained.n_layer),
+                head_slider: gr.update(maximum=view.trained.n_head)}
+
+    @user_errors
+    def follow_the_model(owner, run_id, which, upload, layer, head):
+        try:
+            shape = lab.model_shape(owner=owner, run_id=run_id, which=which, upload=upload)
+        except ValueError:  # no checkpoint chosen yet: the panel's own button explains that when pressed
+            return {layer_slider: gr.update(), head_slider: gr.update()}
+        return {layer_slider: gr.update(maximum=shape.n_layer, value=min(layer or 1, shape.n_layer)),
+                head_slider: gr.update(maximum=shape.n_head, value=min(head or 1, shape.n_head))}
+
+    checkpoint = {"owner": session.owner, "run_id": tab.run, "which": tab.which, "upload": tab.upload}
+    gr.on([tab.run.change, tab.which.change, tab.upload.change], follow_the_model,
+          inputs_kwargs={**checkpoint, "layer": layer_slider, "head": head_slider},
+          outputs=[layer_slider, head_slider], api_visibility="private")
+    inputs = {**checkpoint, "prompt": tab.prompt, "layer": layer_slider, "head": head_slider}
+    button.click(attention, inputs_kwargs=inputs, outputs=[plot, note, layer_slider, head_slider],
+                 api_name="attention", **GENERATION)
+
+
+def _lens_panel(lab: Lab, session: Session, tab: SampleTab) -> None:
+    gr.Markdown("### Logit lens: what each layer would predict next, read through the final norm and head\n"
+                "The embeddings row reads the tokens before any block; untrained, it echoes each input token, "
+                "since the output head shares its weights with the embeddings.")
+    button = gr.Button("Logit lens", elem_id="lens-button")
+    note = gr.Markdown(elem_id="lens-note")
+    with gr.Row():
+        untrained = gr.HTML(elem_id="lens-untrained")
+        trained = gr.HTML(elem_id="lens-trained")
+
+    @user_errors
+    def logit_lens(owner, run_id, which, upload, prompt):
+        view = lab.logit_lens(owner=owner, run_id=run_id, which=which, upload=upload, prompt=prompt)
+        return {untrained: view.untrained_html, trained: view.trained_html, note: view.note}
+
+    inputs = {"owner": session.owner, "run_id": tab.run, "which": tab.which, "upload": tab.upload,
+              "prompt": tab.prompt}
+    button.click(logit_lens, inputs_kwargs=inputs, outputs=[untrained, trained, note], api_name="logit_lens",
+                 **GENERATION)
+
+
 def build(lab: Lab, session: Session) -> SampleTab:
     tab, beam_row, generate, next_button = _layout(lab.limits.max_new_tokens)
     decoding = tab.decoding
@@ -99,6 +154,8 @@ def build(lab: Lab, session: Session) -> SampleTab:
     next_button.click(next_tokens, inputs_kwargs=inputs, outputs=[tab.next_table], api_name="next_tokens",
                       **GENERATION)
     _decoding_insight(lab, tab, inputs)
+    _attention_panel(lab, session, tab)
+    _lens_panel(lab, session, tab)
     return tab
 
 
