@@ -1,0 +1,67 @@
+"""HTML views of tokens: the text as coloured chips, one per token, its id and text on hover.
+
+All text here is the user's, and the page may be public: every piece of it is escaped.
+"""
+
+from __future__ import annotations
+
+import html
+
+from gptlab.insight.tokens import TokenizerComparison, TokenPiece, TokenView
+
+VISIBLE = {" ": "␣", "\t": "⇥"}  # a newline is shown as ⏎ and also breaks the line
+PARTIAL = "◌"  # a token holding only the first bytes of a character (the next one completes it)
+COLOURS = ("#dbeafe", "#fde68a", "#d1fae5", "#fbcfe8")
+CHIP = ("display:inline;background:{bg};color:#111;border-radius:3px;padding:0 1px;margin-right:1px;"
+        "font-family:ui-monospace,monospace;font-size:13px;line-height:1.9")
+BOX = "max-height:420px;overflow-y:auto;padding:6px;border:1px solid #ccc;border-radius:6px;background:#fff"
+NAMES = {"char": "Characters (char)", "gpt2": "GPT-2 BPE (gpt2)"}
+
+
+def _shown(text: str) -> str:
+    return "".join(VISIBLE.get(c, "⏎" if c == "\n" else c) for c in text)
+
+
+def _hover(piece: TokenPiece) -> str:
+    if piece.partial:
+        return f"id {piece.id} · bytes {piece.bytes_hex}: the first bytes of a character the next token completes"
+    return f"id {piece.id} · {piece.text!r} · bytes {piece.bytes_hex}"
+
+
+def chip(piece: TokenPiece, index: int) -> str:
+    """One token as a chip; its hover (title) gives the id, the text and the bytes."""
+    text = PARTIAL if piece.partial else _shown(piece.text)
+    breaks = "<br>" * piece.text.count("\n")
+    return (f'<span class="token" style="{CHIP.format(bg=COLOURS[index % len(COLOURS)])}" '
+            f'title="{html.escape(_hover(piece), quote=True)}">{html.escape(text)}</span>{breaks}')
+
+
+def summary(view: TokenView) -> str:
+    """'42 tokens · 97 characters · 2.31 characters per token' (of the text shown)."""
+    if not view.count:
+        return "no tokens"
+    shown = " (the first characters only)" if view.truncated else ""
+    return (f"{view.count:,} token{'s' if view.count != 1 else ''} · {view.characters:,} characters · "
+            f"{view.chars_per_token:.2f} characters per token{shown}")
+
+
+def token_chips_html(view: TokenView, title: str = "") -> str:
+    chips = "".join(chip(p, i) for i, p in enumerate(view.pieces))
+    head = f"<b>{html.escape(title)}</b> · " if title else ""
+    return (f'<div class="token-view"><div style="margin-bottom:4px">{head}{html.escape(summary(view))}</div>'
+            f'<div style="{BOX}">{chips or "<i>(empty)</i>"}</div></div>')
+
+
+def comparison_html(comparison: TokenizerComparison) -> str:
+    """The tokenizers side by side on the head of the text, each with its whole-text totals above."""
+    columns = []
+    for view, total in zip(comparison.views, comparison.totals):
+        cpt = total.chars_per_token
+        whole = (f"whole text: {total.tokens:,} tokens for {total.characters:,} characters"
+                 + (f" · <b>{cpt:.2f} characters per token</b>" if cpt else ""))
+        columns.append(f'<div style="flex:1;min-width:280px"><div>{whole}</div>'
+                       f'{token_chips_html(view, NAMES.get(view.tokenizer, view.tokenizer))}</div>')
+    legend = (f"Hover over a token for its id. ␣ is a space, ⏎ a new line; {PARTIAL} is a token that holds only "
+              "the first bytes of a character, which the next token completes.")
+    return (f'<div class="tokenizer-comparison"><div style="display:flex;gap:12px;flex-wrap:wrap">{"".join(columns)}'
+            f'</div><div style="font-size:12px;color:#666;margin-top:4px">{html.escape(legend)}</div></div>')
