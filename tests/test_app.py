@@ -163,6 +163,7 @@ API = {
     "/compare_runs": ["owner", "run_a", "run_b", "prompt", "seed", "max_new_tokens"],
     "/sample": ["owner", "run_id", "which", "upload", "prompt", *SAMPLE_FORM],
     "/next_tokens": ["owner", "run_id", "which", "upload", "prompt", *SAMPLE_FORM],
+    "/tokens": ["owner", "run_id", "which", "upload", "prompt", "output"],
 }
 
 
@@ -286,8 +287,10 @@ def test_a_training_beyond_the_server_limit_is_refused_with_try_again(server):
 
 def test_preview_and_downloads_through_the_api(server, trained):
     _, client = server
-    message, stats, head, table = client.predict(PASTE, None, "hello world\n" * 10, "char", 4, api_name="/preview")
+    message, stats, head, table, tokens = client.predict(PASTE, None, "hello world\n" * 10, "char", 4,
+                                                         api_name="/preview")
     assert message == "**Ready**: 1 document(s)." and "| characters | 120 |" in stats
+    assert "(bigram)" in stats and 'title="id ' in tokens and "GPT-2 BPE" in tokens
     assert head.startswith("hello world\n") and table["data"][0] == ["0", "h", "e"]
     message, *_ = client.predict(PASTE, None, "too short", "char", 32, api_name="/preview")
     assert message.startswith("**Problem**: The text is too short for a context length of 32")
@@ -334,6 +337,9 @@ def test_decoding_settings_through_the_api(server, trained):
     probabilities = [row[2] for row in table["data"]]
     assert len(probabilities) == 15 and probabilities == sorted(probabilities, reverse=True)
     assert table["data"][0][0] == continuation[0].replace(" ", "␣")  # greedy takes the most likely token
+
+    chips = client.predict(owner, run_id, "best", None, prompt, "", api_name="/tokens")  # before any output
+    assert chips.count('class="token"') == len(prompt) and "4 tokens" in chips
 
 
 def test_compare_sweep_and_run_against_run(server, trained):

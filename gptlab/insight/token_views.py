@@ -10,7 +10,7 @@ import html
 from gptlab.insight.tokens import TokenizerComparison, TokenPiece, TokenView
 
 VISIBLE = {" ": "␣", "\t": "⇥"}  # a newline is shown as ⏎ and also breaks the line
-PARTIAL = "◌"  # a token holding only the first bytes of a character (the next one completes it)
+SPLIT = "◌"  # marks a token that ends inside a character (the next token completes it)
 COLOURS = ("#dbeafe", "#fde68a", "#d1fae5", "#fbcfe8")
 CHIP = ("display:inline;background:{bg};color:#111;border-radius:3px;padding:0 1px;margin-right:1px;"
         "font-family:ui-monospace,monospace;font-size:13px;line-height:1.9")
@@ -23,14 +23,13 @@ def _shown(text: str) -> str:
 
 
 def _hover(piece: TokenPiece) -> str:
-    if piece.partial:
-        return f"id {piece.id} · bytes {piece.bytes_hex}: the first bytes of a character the next token completes"
-    return f"id {piece.id} · {piece.text!r} · bytes {piece.bytes_hex}"
+    split = " · ends inside a character, which the next token completes" if piece.split else ""
+    return f"id {piece.id} · {piece.text!r} · bytes {piece.bytes_hex}{split}"
 
 
 def chip(piece: TokenPiece, index: int) -> str:
     """One token as a chip; its hover (title) gives the id, the text and the bytes."""
-    text = PARTIAL if piece.partial else _shown(piece.text)
+    text = _shown(piece.text) + (SPLIT if piece.split else "")
     breaks = "<br>" * piece.text.count("\n")
     return (f'<span class="token" style="{CHIP.format(bg=COLOURS[index % len(COLOURS)])}" '
             f'title="{html.escape(_hover(piece), quote=True)}">{html.escape(text)}</span>{breaks}')
@@ -45,11 +44,20 @@ def summary(view: TokenView) -> str:
             f"{view.chars_per_token:.2f} characters per token{shown}")
 
 
-def token_chips_html(view: TokenView, title: str = "") -> str:
+LEGEND = (f"Hover over a token for its id and bytes. ␣ is a space, ⏎ a new line; {SPLIT} marks a token that "
+          "ends inside a character of several bytes: the character shows on the token that completes it.")
+
+
+def _legend() -> str:
+    return f'<div style="font-size:12px;color:#666;margin-top:4px">{html.escape(LEGEND)}</div>'
+
+
+def token_chips_html(view: TokenView, title: str = "", *, legend: bool = True) -> str:
+    """The text as chips under a line of counts; `title` names the tokenizer."""
     chips = "".join(chip(p, i) for i, p in enumerate(view.pieces))
     head = f"<b>{html.escape(title)}</b> · " if title else ""
     return (f'<div class="token-view"><div style="margin-bottom:4px">{head}{html.escape(summary(view))}</div>'
-            f'<div style="{BOX}">{chips or "<i>(empty)</i>"}</div></div>')
+            f'<div style="{BOX}">{chips or "<i>(empty)</i>"}</div>{_legend() if legend else ""}</div>')
 
 
 def comparison_html(comparison: TokenizerComparison) -> str:
@@ -60,8 +68,6 @@ def comparison_html(comparison: TokenizerComparison) -> str:
         whole = (f"whole text: {total.tokens:,} tokens for {total.characters:,} characters"
                  + (f" · <b>{cpt:.2f} characters per token</b>" if cpt else ""))
         columns.append(f'<div style="flex:1;min-width:280px"><div>{whole}</div>'
-                       f'{token_chips_html(view, NAMES.get(view.tokenizer, view.tokenizer))}</div>')
-    legend = (f"Hover over a token for its id. ␣ is a space, ⏎ a new line; {PARTIAL} is a token that holds only "
-              "the first bytes of a character, which the next token completes.")
+                       f'{token_chips_html(view, NAMES.get(view.tokenizer, view.tokenizer), legend=False)}</div>')
     return (f'<div class="tokenizer-comparison"><div style="display:flex;gap:12px;flex-wrap:wrap">{"".join(columns)}'
-            f'</div><div style="font-size:12px;color:#666;margin-top:4px">{html.escape(legend)}</div></div>')
+            f'</div>{_legend()}</div>')

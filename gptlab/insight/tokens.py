@@ -1,10 +1,10 @@
 """How a tokenizer cuts a text: the tokens one by one (id and text), their count, characters per token.
 
-A byte-pair tokenizer works on UTF-8 bytes, so one character of several bytes (an é, an emoji) can be
-split across tokens. Each piece here shows the characters that its bytes *complete*: a token that
-holds only the first bytes of a character has empty text (`partial` is True) and the character appears
-on the token that finishes it. So the pieces' texts always join back to the text, and no piece ever
-shows a replacement character for half a letter.
+A byte-pair tokenizer works on UTF-8 bytes, so one character of several bytes (an é, an emoji, a
+Chinese character) can be split across tokens. Each piece shows the characters its bytes *complete*:
+a token that ends inside a character is marked `split`, and the character appears on the token
+that finishes it (a token of only middle bytes shows no text at all). So the pieces' texts always
+join back to the text, and no piece ever shows a replacement character for half a letter.
 """
 
 from __future__ import annotations
@@ -19,13 +19,9 @@ from gptlab.tokenizers import build_tokenizer
 @dataclass(frozen=True)
 class TokenPiece:
     id: int
-    text: str  # the characters this token completes ("" for the leading bytes of a split character)
-    bytes_hex: str  # the token's own bytes, e.g. "c3" (what a split character's pieces hold)
-
-    @property
-    def partial(self) -> bool:
-        """The token ends inside a character: part of its bytes wait for the next token."""
-        return not self.text
+    text: str  # the characters this token completes ("" for a token of only a character's first bytes)
+    bytes_hex: str  # the token's own bytes, e.g. "c3" (what the pieces of a split character hold)
+    split: bool = False  # the token ends inside a character: its last bytes wait for the next token
 
 
 @dataclass(frozen=True)
@@ -60,7 +56,9 @@ def token_pieces(tokenizer, text: str, limit: int | None = None) -> TokenView:
     pieces = []
     for i in ids:
         raw = tokenizer.decode_bytes([i])
-        pieces.append(TokenPiece(id=int(i), text=decoder.decode(raw), bytes_hex=raw.hex()))
+        completed = decoder.decode(raw)
+        pending = bool(decoder.getstate()[0])  # bytes of a character not yet complete
+        pieces.append(TokenPiece(id=int(i), text=completed, bytes_hex=raw.hex(), split=pending))
     tail = decoder.decode(b"", final=True)  # only a tokenizer that does not round-trip leaves bytes here
     if tail and pieces:
         last = pieces[-1]

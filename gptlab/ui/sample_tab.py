@@ -95,7 +95,26 @@ def build(lab: Lab, session: Session) -> SampleTab:
                               decoding=decoding)
         return {tab.next_table: [[t.token, t.id, t.probability] for t in top]}
 
-    generate.click(sample, inputs_kwargs=inputs, outputs=[tab.output], api_name="sample", **GENERATION)
+    generated = generate.click(sample, inputs_kwargs=inputs, outputs=[tab.output], api_name="sample", **GENERATION)
     next_button.click(next_tokens, inputs_kwargs=inputs, outputs=[tab.next_table], api_name="next_tokens",
                       **GENERATION)
+    _tokens_panel(lab, session, tab, generated)
     return tab
+
+
+def _tokens_panel(lab: Lab, session: Session, tab: SampleTab, generated) -> None:
+    """The prompt and output as the checkpoint's tokenizer cuts them: on request, and after each generation."""
+    with gr.Accordion("Tokens: how the model reads this text", open=False):
+        button = gr.Button("Show tokens", elem_id="show-tokens")
+        view = gr.HTML(elem_id="sample-tokens")
+
+    @user_errors
+    def tokens(owner, run_id, which, upload, prompt, output):
+        result = lab.tokens(owner=owner, run_id=run_id, which=which, upload=upload, prompt=prompt, output=output)
+        return {view: result.html}
+
+    event = dict(fn=tokens, inputs_kwargs={"owner": session.owner, "run_id": tab.run, "which": tab.which,
+                                           "upload": tab.upload, "prompt": tab.prompt, "output": tab.output},
+                 outputs=[view])
+    button.click(**event, api_name="tokens")
+    generated.success(**event, api_visibility="private")
