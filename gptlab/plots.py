@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from gptlab.events import EvalEvent, Event, StepEvent
-from gptlab.insight.baselines import Baselines
+from gptlab.insight.baselines import Baselines, bits_per_character
 
 TRAIN_COLOUR, VAL_COLOUR = "#1f77b4", "#d62728"
 UNIGRAM_COLOUR, BIGRAM_COLOUR = "#9467bd", "#2ca02c"
@@ -27,6 +28,13 @@ def _series(events: Iterable[Event], kind: type[Event], key: str, x: str = "step
             xs.append(e.tokens_seen if x == "tokens" else e.step)
             ys.append(value)
     return xs, ys
+
+
+def _plain_log_labels(axis) -> None:
+    """Tick labels of a log axis as plain numbers (2, 3, 5), not 5x10^0, which overflow the fixed margins."""
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(plain)
 
 
 def loss_caption(val_loss: float | None, vocab_size: int | None, baselines: Baselines | None = None) -> str:
@@ -76,15 +84,19 @@ def loss_figure(events: Sequence[Event], vocab_size: int | None = None, *, log_s
             ax.axhline(value, color=colour, linestyle=":", linewidth=1.5, label=f"{label} = {value:.2f}")
     if log_scale:
         ax.set_yscale("log")
+        _plain_log_labels(ax.yaxis)
     ax.set_xlabel("tokens seen" if x == "tokens" else "step")
     ax.set_ylabel("loss (cross-entropy, nats per token)")
     ratio = baselines.tokens_per_char if baselines else tokens_per_char
     if ratio:
-        scale = ratio / math.log(2)  # nats/token -> bits/character
-        right = ax.secondary_yaxis("right", functions=(lambda y: y * scale, lambda b: b / scale))
+        right = ax.secondary_yaxis("right", functions=(lambda y: bits_per_character(y, ratio),
+                                                       lambda b: b * math.log(2) / ratio))
         right.set_ylabel("bits per character")
+        if log_scale:
+            _plain_log_labels(right.yaxis)
     _, val = _series(events, EvalEvent, "val_loss", x)
-    ax.set_title(title or loss_caption(val[-1] if val else None, vocab_size, baselines), fontsize=10)
+    # A fixed y skips matplotlib's search for a title position, which measures every axis (a right one too).
+    ax.set_title(title or loss_caption(val[-1] if val else None, vocab_size, baselines), fontsize=10, y=1.0, pad=6)
     ax.grid(alpha=0.3)
     if ax.has_data():
         ax.legend(loc="upper right", fontsize=8)
