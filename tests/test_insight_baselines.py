@@ -164,3 +164,47 @@ def test_the_data_preview_table_lists_the_baselines(tiny_text):
     table = stats_markdown(data.stats, data.tokenizer, 32, data.baselines)
     assert f"| loss of character frequencies alone (unigram) | {data.baselines.unigram:.3f}" in table
     assert "| loss knowing the previous character (bigram) |" in table and "bits per character" in table
+
+
+# ------------------------------------------------------------------------------------------------
+# Kept with the run: a restarted server shows them, an old run draws without them, a resume adds them
+
+
+def test_a_run_keeps_its_baselines_and_a_run_from_before_them_still_draws(tmp_path):
+    import json
+
+    from gptlab.checkpoint import CONFIG_FILE, load_checkpoint
+    from gptlab.runs import STATUS_FILE
+    from gptlab.service import Lab, Limits
+    from tests.forms import PASTE, SCRATCH, tiny
+
+    text = "the quick brown fox jumps over the lazy dog. " * 60
+    lab = Lab(tmp_path / "runs", limits=Limits(poll_seconds=0.05))
+    final = list(lab.start(owner="", source=PASTE, files=None, pasted=text, tokenizer="gpt2", start_from=SCRATCH,
+                           settings=tiny()))[-1]
+    owner, run_id = final.owner, final.run_id
+    assert "bits per character" in final.status and "as unsure as choosing among" in final.status
+    folder = lab.registry.folder(owner, run_id)
+    assert "baselines" in load_checkpoint(folder / "last").extra["data"]
+
+    restarted = Lab(tmp_path / "runs", limits=Limits(poll_seconds=0.05))
+    figure = restarted.loss_view(owner=owner, run_id=run_id, log_scale=False, x_axis="step")
+    assert figure.axes[0].child_axes and "previous token" in " ".join(figure.axes[0].get_legend_handles_labels()[1])
+
+    # A run from before baselines were kept: its status file and checkpoints hold none.
+    status = json.loads((folder / STATUS_FILE).read_text())
+    del status["data"]["baselines"]
+    (folder / STATUS_FILE).write_text(json.dumps(status))
+    for checkpoint in ("last", "best"):
+        meta = json.loads((folder / checkpoint / CONFIG_FILE).read_text())
+        del meta["extra"]["data"]["baselines"]
+        (folder / checkpoint / CONFIG_FILE).write_text(json.dumps(meta))
+    old = Lab(tmp_path / "runs", limits=Limits(poll_seconds=0.05))
+    figure = old.loss_view(owner=owner, run_id=run_id, log_scale=False, x_axis="step")
+    assert not figure.axes[0].child_axes and "bigram" not in " ".join(figure.axes[0].get_legend_handles_labels()[1])
+    (view,) = list(old.attach(owner=owner, run_id=run_id))
+    assert "bits per character" not in view.status and "perplexity" in view.status
+
+    resumed = list(old.resume(owner=owner, run_id=run_id, max_steps=6, max_time=0))[-1]
+    assert "bits per character" in resumed.status
+    assert "baselines" in load_checkpoint(folder / "last").extra["data"]
