@@ -339,7 +339,7 @@ def test_decoding_settings_through_the_api(server, trained):
     assert table["data"][0][0] == continuation[0].replace(" ", "␣")  # greedy takes the most likely token
 
     chips = client.predict(owner, run_id, "best", None, prompt, "", api_name="/tokens")  # before any output
-    assert chips.count('class="token"') == len(prompt) and "4 tokens" in chips
+    assert chips.count('class="token t') == len(prompt) and "4 tokens" in chips
 
 
 def test_compare_sweep_and_run_against_run(server, trained):

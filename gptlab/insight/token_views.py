@@ -11,10 +11,16 @@ from gptlab.insight.tokens import TokenizerComparison, TokenPiece, TokenView
 
 VISIBLE = {" ": "␣", "\t": "⇥"}  # a newline is shown as ⏎ and also breaks the line
 SPLIT = "◌"  # marks a token that ends inside a character (the next token completes it)
-COLOURS = ("#dbeafe", "#fde68a", "#d1fae5", "#fbcfe8")
-CHIP = ("display:inline;background:{bg};color:#111;border-radius:3px;padding:0 1px;margin-right:1px;"
-        "font-family:ui-monospace,monospace;font-size:13px;line-height:1.9")
-BOX = "max-height:420px;overflow-y:auto;padding:6px;border:1px solid #ccc;border-radius:6px;background:#fff"
+COLOURS = ("#dbeafe", "#fde68a", "#d1fae5", "#fbcfe8")  # chips alternate through them (classes t0 to t3)
+# One stylesheet for the HTML component (gr.HTML's css_template), so a chip carries only its class.
+CSS = "\n".join([
+    ".token{font-family:ui-monospace,monospace;font-size:13px;line-height:1.9;color:#111;border-radius:3px;"
+    "padding:0 1px;margin-right:1px}",
+    *(f".token.t{i}{{background:{c}}}" for i, c in enumerate(COLOURS)),
+    ".token-box{max-height:420px;overflow-y:auto;padding:6px;border:1px solid #ccc;border-radius:6px;"
+    "background:#fff;color:#111}",
+    ".token-columns{display:flex;gap:12px;flex-wrap:wrap}.token-column{flex:1;min-width:280px}",
+    ".token-legend{font-size:12px;opacity:0.75;margin-top:4px}"])
 NAMES = {"char": "Characters (char)", "gpt2": "GPT-2 BPE (gpt2)"}
 
 
@@ -31,15 +37,16 @@ def chip(piece: TokenPiece, index: int) -> str:
     """One token as a chip; its hover (title) gives the id, the text and the bytes."""
     text = _shown(piece.text) + (SPLIT if piece.split else "")
     breaks = "<br>" * piece.text.count("\n")
-    return (f'<span class="token" style="{CHIP.format(bg=COLOURS[index % len(COLOURS)])}" '
-            f'title="{html.escape(_hover(piece), quote=True)}">{html.escape(text)}</span>{breaks}')
+    # <wbr>: a long line may wrap between two chips (adjacent spans give the browser no place to break)
+    return (f'<span class="token t{index % len(COLOURS)}" title="{html.escape(_hover(piece), quote=True)}">'
+            f'{html.escape(text)}</span>{breaks or "<wbr>"}')
 
 
 def summary(view: TokenView) -> str:
     """'42 tokens · 97 characters · 2.31 characters per token' (of the text shown)."""
     if not view.count:
         return "no tokens"
-    shown = " (the first characters only)" if view.truncated else ""
+    shown = f" (the first {view.characters:,} characters)" if view.truncated else ""
     return (f"{view.count:,} token{'s' if view.count != 1 else ''} · {view.characters:,} characters · "
             f"{view.chars_per_token:.2f} characters per token{shown}")
 
@@ -49,7 +56,7 @@ LEGEND = (f"Hover over a token for its id and bytes. ␣ is a space, ⏎ a new l
 
 
 def _legend() -> str:
-    return f'<div style="font-size:12px;color:#666;margin-top:4px">{html.escape(LEGEND)}</div>'
+    return f'<div class="token-legend">{html.escape(LEGEND)}</div>'
 
 
 def token_chips_html(view: TokenView, title: str = "", *, legend: bool = True) -> str:
@@ -57,7 +64,7 @@ def token_chips_html(view: TokenView, title: str = "", *, legend: bool = True) -
     chips = "".join(chip(p, i) for i, p in enumerate(view.pieces))
     head = f"<b>{html.escape(title)}</b> · " if title else ""
     return (f'<div class="token-view"><div style="margin-bottom:4px">{head}{html.escape(summary(view))}</div>'
-            f'<div style="{BOX}">{chips or "<i>(empty)</i>"}</div>{_legend() if legend else ""}</div>')
+            f'<div class="token-box">{chips or "<i>(empty)</i>"}</div>{_legend() if legend else ""}</div>')
 
 
 def comparison_html(comparison: TokenizerComparison) -> str:
@@ -65,9 +72,10 @@ def comparison_html(comparison: TokenizerComparison) -> str:
     columns = []
     for view, total in zip(comparison.views, comparison.totals):
         cpt = total.chars_per_token
+        name = html.escape(NAMES.get(view.tokenizer, view.tokenizer))
         whole = (f"whole text: {total.tokens:,} tokens for {total.characters:,} characters"
                  + (f" · <b>{cpt:.2f} characters per token</b>" if cpt else ""))
-        columns.append(f'<div style="flex:1;min-width:280px"><div>{whole}</div>'
-                       f'{token_chips_html(view, NAMES.get(view.tokenizer, view.tokenizer), legend=False)}</div>')
-    return (f'<div class="tokenizer-comparison"><div style="display:flex;gap:12px;flex-wrap:wrap">{"".join(columns)}'
+        columns.append(f'<div class="token-column"><div><b>{name}</b></div><div>{whole}</div>'
+                       f'{token_chips_html(view, legend=False)}</div>')
+    return (f'<div class="tokenizer-comparison"><div class="token-columns">{"".join(columns)}'
             f'</div>{_legend()}</div>')

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from gptlab.config import TrainConfig
+from gptlab.insight.token_views import CSS as TOKEN_CSS
 from gptlab.service import SOURCES, Lab
 from gptlab.views import Preview
 from gptlab.ui.common import user_errors
@@ -62,7 +63,7 @@ def build(tokenizer: str) -> DataTab:
 def _token_panel() -> gr.HTML:
     """Char and GPT-2 BPE side by side on the chosen text; the preview fills it."""
     gr.Markdown(TOKENS_NOTE)
-    return gr.HTML(elem_id="data-tokens")
+    return gr.HTML(elem_id="data-tokens", css_template=TOKEN_CSS)
 
 
 def wire_preview(lab: Lab, tab: DataTab, block_size: gr.Number) -> dict:

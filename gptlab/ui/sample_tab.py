@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from gptlab.config import SAMPLE_FORM, SampleConfig
+from gptlab.insight.token_views import CSS as TOKEN_CSS
 from gptlab.service import CHECKPOINTS, UPLOADED, Lab
 from gptlab.ui.common import Session, user_errors
 from gptlab.ui.compare_tab import GENERATION
@@ -106,7 +107,7 @@ def _tokens_panel(lab: Lab, session: Session, tab: SampleTab, generated) -> None
     """The prompt and output as the checkpoint's tokenizer cuts them: on request, and after each generation."""
     with gr.Accordion("Tokens: how the model reads this text", open=False):
         button = gr.Button("Show tokens", elem_id="show-tokens")
-        view = gr.HTML(elem_id="sample-tokens")
+        view = gr.HTML(elem_id="sample-tokens", css_template=TOKEN_CSS)
 
     @user_errors
     def tokens(owner, run_id, which, upload, prompt, output):
