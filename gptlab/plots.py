@@ -46,8 +46,7 @@ def loss_caption(val_loss: float | None, vocab_size: int | None, baselines: Base
         if val_loss < baselines.bigram:
             return f"Your model now beats a model that knows only the previous {unit}."
         if val_loss < baselines.unigram:
-            return (f"Your model beats {unit} frequencies; next to beat: a model that knows only the previous "
-                    f"{unit} (bigram).")
+            return f"Your model beats {unit} frequencies; next to beat: the previous-{unit} model (bigram)."
     if vocab_size and val_loss < math.log(vocab_size):
         nxt = f" Next to beat: {unit} frequencies alone (unigram)." if baselines else ""
         return f"Your model beats random guessing.{nxt}"

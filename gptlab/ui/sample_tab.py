@@ -106,6 +106,8 @@ def build(lab: Lab, session: Session) -> SampleTab:
 def _tokens_panel(lab: Lab, session: Session, tab: SampleTab, generated) -> None:
     """The prompt and output as the checkpoint's tokenizer cuts them: on request, and after each generation."""
     with gr.Accordion("Tokens: how the model reads this text", open=False):
+        gr.Markdown("The output (or, before any, the prompt) cut by this checkpoint's tokenizer, as the model would "
+                    "read it back. It follows each generation; hover over a token for its id.")
         button = gr.Button("Show tokens", elem_id="show-tokens")
         view = gr.HTML(elem_id="sample-tokens", css_template=TOKEN_CSS)
 
