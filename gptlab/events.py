@@ -5,7 +5,7 @@ metrics.jsonl holds one `as_dict()` per line; `Event.from_dict` reads a line bac
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 # Field annotations (strings, under `from __future__ import annotations`) -> the JSON values they take.
@@ -30,7 +30,8 @@ class Event:
     @classmethod
     def from_dict(cls, d: Any) -> Event:
         """The event that `as_dict()` wrote, as its own class. Keys this version does not know
-        (written by a newer gptlab) are ignored; a missing or mistyped field is an EventError."""
+        (written by a newer gptlab) are ignored; a field with a default may be missing (a line written
+        before the field existed); any other missing or mistyped field is an EventError."""
         if not isinstance(d, dict):
             raise EventError(f"An event must be a JSON object such as {{\"event\": \"step\", ...}}, not {d!r}.")
         kind = d.get("event")
@@ -40,14 +41,14 @@ class Event:
         event_class = KINDS[kind]
         if not issubclass(event_class, cls):
             raise EventError(f"{cls.__name__}.from_dict was given a {kind!r} event; read it with Event.from_dict.")
-        missing = [f.name for f in fields(event_class) if f.name not in d]
+        missing = [f.name for f in fields(event_class) if f.name not in d and f.default is MISSING]
         wrong = [f"{f.name!r} should be {f.type} but is {d[f.name]!r}" for f in fields(event_class)
                  if f.name in d and not _fits(d[f.name], f.type)]
         if missing or wrong:
             problems = ([f"it lacks {', '.join(map(repr, missing))}"] if missing else []) + wrong
             raise EventError(f"This {kind!r} event cannot be read: {'; '.join(problems)}. An event needs every "
                              "field of its kind, each of its type, as gptlab writes them.")
-        return event_class(**{f.name: _convert(d[f.name], f.type) for f in fields(event_class)})
+        return event_class(**{f.name: _convert(d[f.name], f.type) for f in fields(event_class) if f.name in d})
 
 
 def _fits(value: Any, annotation: str) -> bool:
@@ -72,6 +73,10 @@ class StepEvent(Event):
     tokens_per_sec: float
     elapsed: float  # seconds of wall time, resumed runs included
     eta: float | None  # seconds left, when a limit makes it knowable
+    # Of the `window` steps since the previous StepEvent, how many had a pre-clip norm above grad_clip;
+    # None in logs written before they were counted.
+    clipped: int | None = None
+    window: int | None = None
 
 
 @dataclass(frozen=True)

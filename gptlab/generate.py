@@ -23,6 +23,7 @@ iterator finishes or is closed.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import torch
@@ -72,14 +73,22 @@ def next_token_distribution(model: GPT, prompt_ids: Iterable[int] | torch.Tensor
     (probability 0) are left out."""
     if top_n <= 0:
         raise GenerationError(f"top_n must be a positive whole number, got {top_n}.")
+    ids, logits = next_token_logits(model, prompt_ids, eot=eot)
+    seq = torch.tensor([ids], dtype=torch.long, device=logits.device)  # (1, T)
+    probs = process_logits(logits[None], seq, config).softmax(dim=-1)[0]
+    top = torch.topk(probs, min(top_n, probs.numel()))
+    return [(int(i), float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist()) if p > 0]
+
+
+def next_token_logits(model: GPT, prompt_ids: Iterable[int] | torch.Tensor, *,
+                      eot: int | None = None) -> tuple[list[int], torch.Tensor]:
+    """(the prompt's ids as the model reads them, the model's float logits (V,) for the next token):
+    an empty prompt starts from eot, as generate does."""
     ids = _prompt(model, prompt_ids, eot)
     with _inference(model), torch.inference_mode():
         seq = torch.tensor([ids], dtype=torch.long, device=_device(model))  # (1, T)
         logits, _ = model(seq[:, -model.config.block_size:], last_only=True)
-        scores = process_logits(logits[:, -1], seq, config)
-        probs = scores.softmax(dim=-1)[0]
-        top = torch.topk(probs, min(top_n, probs.numel()))
-    return [(int(i), float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist()) if p > 0]
+    return ids, logits[0, -1].float().clone()  # a plain tensor, usable outside inference mode
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,10 +212,29 @@ def _decode(model: GPT, ids: list[int], config: SampleConfig, eot: int | None,
             yield token_id
 
 
-@torch.inference_mode()
 def _beam_search(model: GPT, ids: list[int], config: SampleConfig, eot: int | None,
                  use_cache: bool) -> Iterator[int]:
-    """Beam search with the semantics of transformers' generate(num_beams=..., do_sample=False).
+    """The new tokens of the best hypothesis, without its final eot, once the search has finished."""
+    found = beam_search(model, ids, config, eot=eot, use_cache=use_cache)
+    yield from found[0].tokens if found else ()
+
+
+@dataclass(frozen=True)
+class Beam:
+    """A finished hypothesis of beam search."""
+    tokens: tuple[int, ...]  # the new tokens, without a final eot
+    score: float  # sum_logprobs / length ** length_penalty: what the beams are ranked by
+    sum_logprobs: float  # of the new tokens after the processors, the eot included
+    length: int  # new tokens, the eot included (as transformers counts it)
+    ended: bool  # it ended with eot, rather than at the length limit
+
+
+@torch.inference_mode()
+def beam_search(model: GPT, prompt_ids: Iterable[int] | torch.Tensor, config: SampleConfig, *,
+                eot: int | None = None, use_cache: bool = True) -> list[Beam]:
+    """Beam search with the semantics of transformers' generate(num_beams=..., do_sample=False);
+    returns the finished hypotheses, best first (up to num_beams; their scores are transformers'
+    sequences_scores).
 
     Each step takes the best 2 * num_beams continuations over all beams; those ending in eot (or
     reaching the length limit) compete, scored as sum of log-probs / length ** length_penalty,
@@ -214,8 +242,11 @@ def _beam_search(model: GPT, ids: list[int], config: SampleConfig, eot: int | No
     running. Scores include the eot token in the length, as transformers counts it. With
     early_stopping the search ends once num_beams hypotheses have finished; without it, when no
     running beam can still beat the worst finished one (transformers' heuristic, judged at the
-    current length). Yields the new tokens of the best hypothesis, without its final eot.
+    current length).
     """
+    ids = _prompt(model, prompt_ids, eot)
+    if config.strategy != "beam":
+        raise GenerationError(f"beam_search needs strategy 'beam', got '{config.strategy}'.")
     with _inference(model):
         device = _device(model)
         beams, lp = config.num_beams, config.length_penalty
@@ -233,6 +264,7 @@ def _beam_search(model: GPT, ids: list[int], config: SampleConfig, eot: int | No
         done_scores = torch.full((beams,), _BEAM_NEG, device=device)
         done_flags = torch.zeros(beams, dtype=torch.bool, device=device)
         done_lens = torch.zeros(beams, dtype=torch.long, device=device)  # new tokens in each
+        done_sums = torch.zeros(beams, device=device)  # their raw sums of log-probs
         improvable = True
 
         context = _Context(model, 1, use_cache)
@@ -271,6 +303,7 @@ def _beam_search(model: GPT, ids: list[int], config: SampleConfig, eot: int | No
             done_scores = torch.cat((done_scores, final))[best]
             done_flags = torch.cat((done_flags, just_done))[best]
             done_lens = torch.cat((done_lens, torch.full((keep,), n + 1 - start, device=device)))[best]
+            done_sums = torch.cat((done_sums, top_scores))[best]
 
             context.reorder(source[pick])
             # Can a running beam still beat the worst finished hypothesis? Judged at the current length.
@@ -281,7 +314,12 @@ def _beam_search(model: GPT, ids: list[int], config: SampleConfig, eot: int | No
             if not improvable or all_done or bool(ended.all()):
                 break
 
-        out = done_seqs[0, start:start + int(done_lens[0])].tolist()
-        if stop_id is not None and out and out[-1] == stop_id:
-            out.pop()
-        yield from out
+        found = []
+        for seq, score, total, length, flag in zip(done_seqs.tolist(), done_scores.tolist(), done_sums.tolist(),
+                                                   done_lens.tolist(), done_flags.tolist()):
+            if not flag:
+                continue
+            new = seq[start:start + length]
+            ended = stop_id is not None and bool(new) and new[-1] == stop_id
+            found.append(Beam(tuple(new[:-1] if ended else new), score, total, length, ended))
+        return found

@@ -15,6 +15,8 @@ from matplotlib.ticker import FuncFormatter
 
 from gptlab.events import EvalEvent, Event, StepEvent
 from gptlab.insight.baselines import Baselines, bits_per_character
+from gptlab.insight.dynamics_plots import grad_norm_axes
+from gptlab.insight.gradnorm import grad_norm_summary
 
 TRAIN_COLOUR, VAL_COLOUR = "#1f77b4", "#d62728"
 UNIGRAM_COLOUR, BIGRAM_COLOUR = "#9467bd", "#2ca02c"
@@ -105,17 +107,21 @@ def loss_figure(events: Sequence[Event], vocab_size: int | None = None, *, log_s
     return fig
 
 
-def dynamics_figure(events: Sequence[Event]) -> Figure:
-    """Learning rate, gradient norm (before clipping) and throughput per step."""
+def dynamics_figure(events: Sequence[Event], grad_clip: float | None = None) -> Figure:
+    """Learning rate, gradient norm (before clipping, with the clip threshold `grad_clip` and the
+    share of steps clipped) and throughput per step."""
     fig = Figure(figsize=(8, 2.6))
-    fig.subplots_adjust(left=0.07, right=0.99, top=0.88, bottom=0.12, wspace=0.3)
+    fig.subplots_adjust(left=0.07, right=0.99, top=0.88, bottom=0.16, wspace=0.3)
     panels = (("lr", "learning rate"), ("grad_norm", "gradient norm"), ("tokens_per_sec", "tokens / s"))
     for i, (key, label) in enumerate(panels, 1):
         ax = fig.add_subplot(1, 3, i)
-        xs, ys = _series(events, StepEvent, key)
-        if xs:
-            ax.plot(xs, ys, linewidth=1.2)
-        ax.set_title(label, fontsize=9)
+        if key == "grad_norm":
+            grad_norm_axes(ax, grad_norm_summary(events, grad_clip))
+        else:
+            xs, ys = _series(events, StepEvent, key)
+            if xs:
+                ax.plot(xs, ys, linewidth=1.2)
+            ax.set_title(label, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     return fig

@@ -10,11 +10,14 @@ look at the sequence (repetition penalty, no-repeat n-gram), then, when sampling
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from gptlab.config import SampleConfig
 
 FILTERED = float("-inf")
+Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (B, V), ids (B, T)) -> logits
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -90,6 +93,35 @@ def block_repeated_ngrams(logits: torch.Tensor, ids: torch.Tensor, n: int) -> to
     return logits.masked_fill(banned[:, :V], FILTERED)
 
 
+def processors(config: SampleConfig, *, warp: bool | None = None) -> list[tuple[str, Processor]]:
+    """The processors config turns on, in the order process_logits applies them, each as
+    (name, fn(logits, ids) -> logits). Exposed so a view can show the distribution after each one.
+
+    The warpers (temperature, top-k, top-p, min-p) only shape a distribution to sample from, so
+    they are included only when `warp` is true, which defaults to config.strategy == 'sample'.
+    """
+    if warp is None:
+        warp = config.strategy == "sample"
+    chain: list[tuple[str, Processor]] = []
+    if config.repetition_penalty != 1.0:
+        chain.append((f"repetition penalty {config.repetition_penalty:g}",
+                      lambda x, ids: apply_repetition_penalty(x, ids, config.repetition_penalty)))
+    if config.no_repeat_ngram_size > 0:
+        chain.append((f"no-repeat {config.no_repeat_ngram_size}-gram",
+                      lambda x, ids: block_repeated_ngrams(x, ids, config.no_repeat_ngram_size)))
+    if warp:
+        if config.temperature != 1.0:
+            chain.append((f"temperature {config.temperature:g}",
+                          lambda x, ids: apply_temperature(x, config.temperature)))
+        if config.top_k is not None:
+            chain.append((f"top-k {config.top_k}", lambda x, ids: top_k_filter(x, config.top_k)))
+        if config.top_p is not None and config.top_p < 1.0:
+            chain.append((f"top-p {config.top_p:g}", lambda x, ids: top_p_filter(x, config.top_p)))
+        if config.min_p is not None:
+            chain.append((f"min-p {config.min_p:g}", lambda x, ids: min_p_filter(x, config.min_p)))
+    return chain
+
+
 def process_logits(logits: torch.Tensor, ids: torch.Tensor, config: SampleConfig, *,
                    warp: bool | None = None) -> torch.Tensor:
     """All of config's processors on next-token logits (B, V), given the sequences so far (B, T).
@@ -97,22 +129,9 @@ def process_logits(logits: torch.Tensor, ids: torch.Tensor, config: SampleConfig
     The warpers (temperature, top-k, top-p, min-p) only shape a distribution to sample from, so
     they run only when `warp` is true, which defaults to config.strategy == 'sample'.
     """
-    if warp is None:
-        warp = config.strategy == "sample"
     logits = logits.float()
-    if config.repetition_penalty != 1.0:
-        logits = apply_repetition_penalty(logits, ids, config.repetition_penalty)
-    if config.no_repeat_ngram_size > 0:
-        logits = block_repeated_ngrams(logits, ids, config.no_repeat_ngram_size)
-    if warp:
-        if config.temperature != 1.0:
-            logits = apply_temperature(logits, config.temperature)
-        if config.top_k is not None:
-            logits = top_k_filter(logits, config.top_k)
-        if config.top_p is not None and config.top_p < 1.0:
-            logits = top_p_filter(logits, config.top_p)
-        if config.min_p is not None:
-            logits = min_p_filter(logits, config.min_p)
+    for _, step in processors(config, warp=warp):
+        logits = step(logits, ids)
     return logits
 
 

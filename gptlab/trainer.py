@@ -287,6 +287,7 @@ class Trainer:
         if self.step == 0:
             yield from self._eval_events()  # the loss before learning anything: about ln(vocab)
         window_start, window_steps, window_tokens = time.perf_counter(), 0, 0
+        window_clipped = 0  # steps whose norm clipping scaled down, for an honest share of steps clipped
         while True:
             self.elapsed = time.perf_counter() - self._clock
             self._check_stop()
@@ -311,6 +312,7 @@ class Trainer:
                 # Before the step's events, so a hook that sets the stop flag ends the run at this step.
                 self.on_step(self.step)
             window_steps, window_tokens = window_steps + 1, window_tokens + tokens
+            window_clipped += int(0 < cfg.grad_clip < norm)
             self.elapsed = time.perf_counter() - self._clock
             self.metrics["train_loss_step"] = loss
 
@@ -318,8 +320,10 @@ class Trainer:
                 now = time.perf_counter()
                 seconds = max(now - window_start, 1e-9)
                 yield StepEvent(self.step, loss, lr, norm, self.tokens_seen, window_tokens / seconds,
-                                self.elapsed, self._eta(window_steps / seconds))
+                                self.elapsed, self._eta(window_steps / seconds),
+                                clipped=window_clipped, window=window_steps)
                 window_start, window_steps, window_tokens = now, 0, 0
+                window_clipped = 0
             evaluated = self.step % cfg.eval_interval == 0
             if evaluated:
                 yield from self._eval_events()

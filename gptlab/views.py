@@ -18,6 +18,8 @@ from gptlab.tokenizers import Tokenizer
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from gptlab.insight.dynamics_plots import DoctorView
+
 VISIBLE = {"\n": "⏎", " ": "␣", "\t": "⇥"}
 
 
@@ -194,6 +196,7 @@ class LiveView:
     dynamics: Figure | None
     sample: str
     runs: list[tuple[str, str]] | None  # (label, run id) of the owner's runs
+    doctor: DoctorView | None = None  # the loss doctor's reading, redrawn with the dynamics figure
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,11 @@ API = {
     "/compare_runs": ["owner", "run_a", "run_b", "prompt", "seed", "max_new_tokens"],
     "/sample": ["owner", "run_id", "which", "upload", "prompt", *SAMPLE_FORM],
     "/next_tokens": ["owner", "run_id", "which", "upload", "prompt", *SAMPLE_FORM],
+    "/next_token_stages": ["owner", "run_id", "which", "upload", "prompt", *SAMPLE_FORM],
+    "/beams": ["owner", "run_id", "which", "upload", "prompt", *SAMPLE_FORM],
+    "/memorisation": ["owner", "run_id", "which", "upload", "prompt", "output"],
+    "/lr_schedule": ["learning_rate", "min_lr", "lr_schedule", "warmup_steps", "max_steps", "max_time"],
+    "/loss_doctor": ["owner", "run_id"],
     "/tokens": ["owner", "run_id", "which", "upload", "prompt", "output"],
 }
 
@@ -301,6 +306,20 @@ def test_preview_and_downloads_through_the_api(server, trained):
     assert zipfile.is_zipfile(files[0]) and "config.json" in zipfile.ZipFile(files[0]).namelist()
 
 
+def test_the_lr_schedule_and_the_loss_doctor_through_the_api(server, trained):
+    _, client = server
+    _, text, values = client.predict(1e-3, 1e-4, "cosine", 10, 100, 0, api_name="/lr_schedule")
+    assert values["steps"][:2] == [1, 2] and values["lr"][9] == pytest.approx(1e-3 * 10 / 11)
+    assert "This server stops every run" in text
+    _, text, values = client.predict(1e-3, 1e-2, "cosine", 10, 100, 0, api_name="/lr_schedule")
+    assert text.startswith("**Problem**: min_lr must be between 0 and learning_rate") and "problem" in values
+    owner, run_id, _ = trained
+    markdown, data, *_ = client.predict(owner, run_id, api_name="/loss_doctor")
+    assert markdown.startswith("**Loss doctor**") and data and {"kind", "fix"} <= set(data[0])
+    with pytest.raises(AppError, match="start one on the Train tab"):
+        client.predict(owner, "", api_name="/loss_doctor")
+
+
 def test_decoding_settings_through_the_api(server, trained):
     _, client = server
     owner, run_id, _ = trained
@@ -340,6 +359,21 @@ def test_decoding_settings_through_the_api(server, trained):
 
     chips = client.predict(owner, run_id, "best", None, prompt, "", api_name="/tokens")  # before any output
     assert chips.count('class="token t') == len(prompt) and "4 tokens" in chips
+
+
+def test_the_decoding_insight_endpoints(server, trained):
+    _, client = server
+    owner, run_id, _ = trained
+    beams = client.predict(owner, run_id, "best", None, "the ", **decoding(strategy="beam", num_beams=3),
+                           api_name="/beams")
+    assert [row[0] for row in beams["data"]] == [1, 2, 3] and all(row[1].startswith("the ") for row in beams["data"])
+    _, note = client.predict(owner, run_id, "best", None, "the ", **decoding(strategy="sample", top_k=5),
+                             api_name="/next_token_stages")
+    assert "Sampling draws from the last panel" in note
+    html = client.predict(owner, run_id, "best", None, "", "<i>" + TEXT[5:40], api_name="/memorisation")
+    assert "&lt;i&gt;" in html and "35 characters long" in html
+    with pytest.raises(AppError, match="uploaded checkpoint carries no training text"):
+        client.predict(owner, run_id, "uploaded .zip", None, "", "abc", api_name="/memorisation")
 
 
 def test_compare_sweep_and_run_against_run(server, trained):

@@ -8,6 +8,8 @@ the live views only observe, so a refresh or a closed tab never stops a run.
 
 from gptlab.service.base import (CHECKPOINTS, NO_RUN_YET, OWNER_PATTERN, SOURCES, START_FROM, SWEEP_TEMPERATURES,
                                 UPLOADED, X_AXES, Limits)
+from gptlab.service.decoding import Decoding
+from gptlab.service.dynamics import Dynamics
 from gptlab.service.sampling import Sampling
 from gptlab.service.tokens import Tokens
 from gptlab.service.training import Training
@@ -16,5 +18,5 @@ __all__ = ["CHECKPOINTS", "NO_RUN_YET", "OWNER_PATTERN", "SOURCES", "START_FROM"
            "X_AXES", "Lab", "Limits"]
 
 
-class Lab(Training, Sampling, Tokens):
+class Lab(Training, Sampling, Decoding, Dynamics, Tokens):
     """The whole service: each base class is one area of it (gptlab/service/*.py)."""

@@ -16,6 +16,8 @@ from gptlab.checkpoint import best_or_last, zip_for_sharing
 from gptlab.config import ModelConfig, TrainConfig, vocab_size_for
 from gptlab.data import DataError, load_texts, prepare_data
 from gptlab.events import EvalEvent
+from gptlab.insight.doctor import diagnose
+from gptlab.insight.dynamics_plots import doctor_view
 from gptlab.insight.token_views import comparison_html
 from gptlab.insight.tokens import compare_tokenizers
 from gptlab.plots import dynamics_figure, loss_figure
@@ -104,11 +106,14 @@ class Training(LabBase):
               dynamics: bool = True) -> LiveView:
         info = self.registry.get(owner, run_id)
         log_scale, x = self._plot_prefs.get(owner, (False, "step"))
+        vocab = info.model.get("vocab_size")
         return LiveView(owner=owner, run_id=run_id, status=views.without_paths(views.run_status_markdown(info, events)),
                         progress=round(100 * views.progress_fraction(info, events), 1),
                         loss=self._loss_figure(info, events, log_scale=log_scale, x=x) if loss else None,
-                        dynamics=dynamics_figure(events) if dynamics else None,
-                        sample=views.latest_sample(events), runs=self.run_choices(owner) if final else None)
+                        dynamics=dynamics_figure(events, info.train.get("grad_clip")) if dynamics else None,
+                        sample=views.latest_sample(events), runs=self.run_choices(owner) if final else None,
+                        doctor=doctor_view(diagnose(events, vocab or 2, info.train, info.model),
+                                           finished=info.status != "running") if dynamics else None)
 
     def watch(self, owner: str, run_id: str) -> Iterator[LiveView]:
         """The live view of a run until it ends. Only observes: leaving stops nothing."""

@@ -99,8 +99,64 @@ def build(lab: Lab, session: Session) -> SampleTab:
     generated = generate.click(sample, inputs_kwargs=inputs, outputs=[tab.output], api_name="sample", **GENERATION)
     next_button.click(next_tokens, inputs_kwargs=inputs, outputs=[tab.next_table], api_name="next_tokens",
                       **GENERATION)
+    _decoding_insight(lab, tab, inputs)
     _tokens_panel(lab, session, tab, generated)
     return tab
+
+
+# -- Insight: what decoding does (gptlab/service/decoding.py) -----------------------------------------
+
+
+def _decoding_insight(lab: Lab, tab: SampleTab, inputs: dict) -> None:
+    _next_token_chart(lab, inputs)
+    _beam_view(lab, inputs)
+    _memorisation_meter(lab, tab, inputs)
+
+
+def _next_token_chart(lab: Lab, inputs: dict) -> None:
+    with gr.Accordion("Next-token chart: the distribution through each decoding control", open=True):
+        button = gr.Button("Show the next-token chart", elem_id="next-chart")
+        note = gr.Markdown(elem_id="next-chart-note")
+        plot = gr.Plot(show_label=False, elem_id="next-chart-plot")
+
+    @user_errors
+    def chart(owner, run_id, which, upload, prompt, **decoding):
+        result = lab.next_token_stages(owner=owner, run_id=run_id, which=which, upload=upload, prompt=prompt,
+                                       decoding=decoding)
+        return {plot: result.figure, note: result.note}
+
+    button.click(chart, inputs_kwargs=inputs, outputs=[plot, note], api_name="next_token_stages", **GENERATION)
+
+
+def _beam_view(lab: Lab, inputs: dict) -> None:
+    with gr.Accordion("Beams: every finished hypothesis of beam search, with its score", open=True):
+        button = gr.Button("Show the beams (decoding: beam)", elem_id="beams")
+        table = gr.Dataframe(headers=["rank", "text", "score", "sum of log-probs", "length", "ended with end-of-text"],
+                             interactive=False, wrap=True, elem_id="beams-table")
+        gr.Markdown("score = sum of log-probs / length ^ length penalty: beam search keeps the highest, and "
+                    "**Generate** shows rank 1.")
+
+    @user_errors
+    def beams(owner, run_id, which, upload, prompt, **decoding):
+        rows = lab.beams(owner=owner, run_id=run_id, which=which, upload=upload, prompt=prompt, decoding=decoding)
+        return {table: [[r.rank, r.text, r.score, r.sum_logprobs, r.length, r.ended] for r in rows]}
+
+    button.click(beams, inputs_kwargs=inputs, outputs=[table], api_name="beams", **GENERATION)
+
+
+def _memorisation_meter(lab: Lab, tab: SampleTab, inputs: dict) -> None:
+    with gr.Accordion("Memorisation meter: how much of the output is copied from the training text", open=True):
+        button = gr.Button("Check the output for copying", elem_id="memorise")
+        view = gr.HTML(elem_id="memorise-view")
+
+    @user_errors
+    def check(owner, run_id, which, upload, prompt, output):
+        return {view: lab.memorisation(owner=owner, run_id=run_id, which=which, upload=upload, prompt=prompt,
+                                       output=output).html}
+
+    names = ("owner", "run_id", "which", "upload", "prompt")
+    button.click(check, inputs_kwargs={**{n: inputs[n] for n in names}, "output": tab.output}, outputs=[view],
+                 api_name="memorisation")
 
 
 def _tokens_panel(lab: Lab, session: Session, tab: SampleTab, generated) -> None:

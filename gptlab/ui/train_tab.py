@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import gradio as gr
 
 from gptlab.config import DEFAULT_PRESET, MODEL_FORM, PRESETS, TRAIN_FORM, ModelConfig, TrainConfig
+from gptlab.insight.doctor import FIX_SETTINGS, KINDS
+from gptlab.insight.dynamics_plots import doctor_markdown
 from gptlab.service import START_FROM, X_AXES, Lab
+from gptlab.service.dynamics import SCHEDULE_SETTINGS
 from gptlab.views import LiveView
 from gptlab.ui.common import Session, user_errors
 from gptlab.ui.data_tab import DataTab
@@ -37,10 +40,12 @@ class TrainTab:
     sample: gr.Textbox
     prepare_downloads: gr.Button
     downloads: gr.File
+    doctor: gr.Markdown | None = None  # the loss doctor's reading (see _doctor_panel)
+    fixes: dict = field(default_factory=dict)  # diagnosis kind -> its "fill the settings" button
 
     def live_outputs(self, session: Session) -> list:
         return [session.owner, session.run_id, self.status, self.progress, self.loss_plot, self.dynamics_plot,
-                self.sample, self.runs]
+                self.sample, self.runs, *([self.doctor] if self.doctor else []), *self.fixes.values()]
 
     def show(self, session: Session, view: LiveView) -> dict:
         """A live view as component updates; what did not change is left out, so it is not redrawn."""
@@ -52,6 +57,16 @@ class TrainTab:
             out[self.dynamics_plot] = view.dynamics
         if view.runs is not None:
             out[self.runs] = gr.update(choices=view.runs, value=view.run_id)
+        if view.doctor is not None and self.doctor is not None:
+            out.update(self.show_doctor(view.doctor))
+        return out
+
+    def show_doctor(self, doctor) -> dict:
+        out = {self.doctor: doctor.markdown}
+        for kind, button in self.fixes.items():
+            label = doctor.fixes.get(kind)
+            out[button] = (gr.update(visible=True, value=f"Fill the settings: {label} (starts nothing)") if label
+                           else gr.update(visible=False))
         return out
 
 
@@ -97,6 +112,11 @@ def _layout() -> TrainTab:
 def build(lab: Lab, session: Session, data: DataTab) -> tuple[TrainTab, list]:
     """The tab and its wiring; also returns the events after which every run picker is refreshed."""
     tab = _layout()
+    with gr.Row():
+        with gr.Column(scale=2, min_width=360):
+            _lr_preview_panel(lab, tab)
+        with gr.Column(scale=3):
+            tab = replace(tab, **_doctor_panel(lab, session, tab))
     live = tab.live_outputs(session)
     settings = tab.fields
 
@@ -156,6 +176,57 @@ def build(lab: Lab, session: Session, data: DataTab) -> tuple[TrainTab, list]:
                                 outputs=[tab.downloads], api_name="downloads")
 
     return tab, [started, resumed, watched]
+
+
+def _lr_preview_panel(lab: Lab, tab: TrainTab) -> None:
+    """The learning rate each step will use, from the trainer's own schedule, following the settings."""
+    first = lab.lr_preview(settings=Lab.preset_settings(DEFAULT_PRESET))
+    plot = gr.Plot(first.figure, label="learning-rate schedule", show_label=False, elem_id="lr-plot")
+    text = gr.Markdown(first.text, elem_id="lr-text")
+    with gr.Accordion("the schedule's values", open=False):
+        values = gr.JSON(first.data(), show_label=False, elem_id="lr-values")
+
+    @user_errors
+    def lr_schedule(**settings):
+        preview = lab.lr_preview(settings=settings)
+        return {plot: preview.figure, text: preview.text, values: preview.data()}
+
+    inputs = {name: tab.fields[name] for name in SCHEDULE_SETTINGS}
+    gr.on([c.change for c in inputs.values()], lr_schedule, inputs_kwargs=inputs, outputs=[plot, text, values],
+          api_name="lr_schedule", show_progress="hidden")
+
+
+def _doctor_panel(lab: Lab, session: Session, tab: TrainTab) -> dict:
+    """The loss doctor: read live with the dynamics figure; each fix fills the settings for a new run."""
+    doctor = gr.Markdown(doctor_markdown([]), elem_id="doctor")
+    with gr.Row():
+        fixes = {kind: gr.Button(kind, visible=False, size="sm", elem_id=f"fix-{kind}")
+                 for kind in KINDS if kind != "healthy"}
+    read = gr.Button("Read the curves now", size="sm", elem_id="doctor-read")
+    with gr.Accordion("the diagnoses as data", open=False):
+        data = gr.JSON(show_label=False, elem_id="doctor-data")
+    panel = replace(tab, doctor=doctor, fixes=fixes)
+    run = {"owner": session.owner, "run_id": session.run_id}
+
+    @user_errors
+    def loss_doctor(owner, run_id):
+        report = lab.loss_doctor(owner=owner, run_id=run_id)
+        return {**panel.show_doctor(report.view), data: report.data()}
+
+    read.click(loss_doctor, inputs_kwargs=run, outputs=[doctor, data, *fixes.values()], api_name="loss_doctor")
+
+    def filler(kind):
+        @user_errors
+        def fill_settings(owner, run_id):
+            fix = lab.doctor_fix(owner=owner, run_id=run_id, kind=kind)
+            gr.Info("Settings filled in; press Start to train a new run with them.")
+            return {tab.fields[name]: value for name, value in fix.items()}
+        return fill_settings
+
+    for kind, button in fixes.items():
+        button.click(filler(kind), inputs_kwargs=run, outputs=[tab.fields[name] for name in FIX_SETTINGS],
+                     api_visibility="private")
+    return {"doctor": doctor, "fixes": fixes}
 
 
 def _watcher(lab: Lab, session: Session, tab: TrainTab):
