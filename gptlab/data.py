@@ -15,6 +15,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from gptlab.insight.baselines import Baselines, baselines
 from gptlab.tokenizers import ASSETS, Tokenizer, build_tokenizer
 
 DEFAULT_CORPUS = ASSETS / "shakespeare.txt"
@@ -283,7 +284,20 @@ class PreparedData:
     tokenizer: Tokenizer
     dataset: TokenDataset
     stats: DataStats
-    description: dict
+    description: dict  # what the run was trained on; "baselines" holds Baselines.as_dict()
+    baselines: Baselines
+
+
+def split_baselines(dataset: TokenDataset, tokenizer: Tokenizer) -> Baselines:
+    """The unigram and bigram baselines of the split, and the validation split's tokens per character
+    (end-of-text tokens count as tokens but hold no characters)."""
+    train, val = dataset.splits["train"].numpy(), dataset.splits["val"].numpy()
+    if tokenizer.eot is None:
+        characters = val.size  # one token, one character
+    else:
+        characters = len(tokenizer.decode_bytes(val[val != tokenizer.eot].tolist()).decode("utf-8", errors="replace"))
+    return baselines(train, val, tokenizer.vocab_size, val_characters=characters,
+                     unit="character" if tokenizer.name == "char" else "token")
 
 
 def prepare_data(documents: Sequence[str], tokenizer: Tokenizer | str, block_size: int, val_fraction: float,
@@ -297,6 +311,8 @@ def prepare_data(documents: Sequence[str], tokenizer: Tokenizer | str, block_siz
     dataset = TokenDataset(ids, block_size, val_fraction)
     characters = sum(len(d) for d in documents)
     stats = dataset.stats(characters, tokenizer.vocab_size)
+    found = split_baselines(dataset, tokenizer)
     description = {"sources": list(sources) or [DEFAULT_CORPUS.name], "documents": len(documents),
-                   "characters": characters, "tokens": stats.tokens, "tokenizer": tokenizer.name}
-    return PreparedData(tokenizer, dataset, stats, description)
+                   "characters": characters, "tokens": stats.tokens, "tokenizer": tokenizer.name,
+                   "baselines": found.as_dict()}
+    return PreparedData(tokenizer, dataset, stats, description, found)

@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from gptlab.events import EvalEvent, Event, StepEvent
+from gptlab.insight.baselines import Baselines, bits_per_character
 from gptlab.insight.dynamics_plots import grad_norm_axes
 from gptlab.insight.gradnorm import grad_norm_summary
 
 TRAIN_COLOUR, VAL_COLOUR = "#1f77b4", "#d62728"
+UNIGRAM_COLOUR, BIGRAM_COLOUR = "#9467bd", "#2ca02c"
 
 
 def _series(events: Iterable[Event], kind: type[Event], key: str, x: str = "step") -> tuple[list, list]:
@@ -29,12 +32,39 @@ def _series(events: Iterable[Event], kind: type[Event], key: str, x: str = "step
     return xs, ys
 
 
+def _plain_log_labels(axis) -> None:
+    """Tick labels of a log axis as plain numbers (2, 3, 5), not 5x10^0, which overflow the fixed margins."""
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(plain)
+
+
+def loss_caption(val_loss: float | None, vocab_size: int | None, baselines: Baselines | None = None) -> str:
+    """One sentence on where the latest validation loss stands against the baselines (lowest first)."""
+    if val_loss is None or not math.isfinite(val_loss):
+        return "No validation loss yet: the first evaluation places the model against the baselines."
+    unit = baselines.unit if baselines else "token"
+    if baselines is not None:
+        if val_loss < baselines.bigram:
+            return f"Your model now beats a model that knows only the previous {unit}."
+        if val_loss < baselines.unigram:
+            return f"Your model beats {unit} frequencies; next to beat: the previous-{unit} model (bigram)."
+    if vocab_size and val_loss < math.log(vocab_size):
+        nxt = f" Next to beat: {unit} frequencies alone (unigram)." if baselines else ""
+        return f"Your model beats random guessing.{nxt}"
+    return "Not yet better than random guessing: the loss should fall below the grey dashed line."
+
+
 def loss_figure(events: Sequence[Event], vocab_size: int | None = None, *, log_scale: bool = False,
-                x: str = "step", title: str | None = None) -> Figure:
-    """Training loss per step, train/val loss at evaluations, and ln(vocab): the loss of a model
-    that guesses uniformly at random."""
+                x: str = "step", title: str | None = None, baselines: Baselines | None = None,
+                tokens_per_char: float | None = None) -> Figure:
+    """Training loss per step, train/val loss at evaluations, and the losses to beat: ln(vocab) (a
+    model that guesses uniformly at random) and, given `baselines`, the unigram and bigram models of
+    the text (gptlab.insight.baselines). With a tokens-per-character ratio (the baselines', or
+    `tokens_per_char`) a right-hand axis reads the loss in bits per character, the same scale for
+    every tokenizer. The title says where the latest validation loss stands, unless `title` is given."""
     fig = Figure(figsize=(8, 4.2))
-    fig.subplots_adjust(left=0.09, right=0.98, top=0.93, bottom=0.12)  # fixed margins: a layout engine costs ~30%
+    fig.subplots_adjust(left=0.09, right=0.91, top=0.92, bottom=0.12)  # fixed margins: a layout engine costs ~30%
     ax = fig.add_subplot()
     sx, sy = _series(events, StepEvent, "loss", x)
     if sx:
@@ -44,18 +74,34 @@ def loss_figure(events: Sequence[Event], vocab_size: int | None = None, *, log_s
         ex, ey = _series(events, EvalEvent, key, x)
         if ex:
             ax.plot(ex, ey, "o-", color=colour, markersize=4, linewidth=2, label=label)
+    vocab_size = vocab_size or (baselines.vocab_size if baselines else None)
     if vocab_size:
         ax.axhline(math.log(vocab_size), color="grey", linestyle="--", linewidth=1,
                    label=f"random guessing (ln {vocab_size} = {math.log(vocab_size):.2f})")
+    if baselines is not None:
+        unit = baselines.unit
+        for value, colour, label in ((baselines.unigram, UNIGRAM_COLOUR, f"{unit} frequencies (unigram)"),
+                                     (baselines.bigram, BIGRAM_COLOUR, f"previous {unit} (bigram)")):
+            ax.axhline(value, color=colour, linestyle=":", linewidth=1.5, label=f"{label} = {value:.2f}")
     if log_scale:
         ax.set_yscale("log")
+        _plain_log_labels(ax.yaxis)
     ax.set_xlabel("tokens seen" if x == "tokens" else "step")
-    ax.set_ylabel("loss (cross-entropy, nats)")
-    ax.set_title(title or "Loss")
+    ax.set_ylabel("loss (cross-entropy, nats per token)")
+    ratio = baselines.tokens_per_char if baselines else tokens_per_char
+    if ratio:
+        right = ax.secondary_yaxis("right", functions=(lambda y: bits_per_character(y, ratio),
+                                                       lambda b: b * math.log(2) / ratio))
+        right.set_ylabel("bits per character")
+        if log_scale:
+            _plain_log_labels(right.yaxis)
+    _, val = _series(events, EvalEvent, "val_loss", x)
+    # A fixed y skips matplotlib's search for a title position, which measures every axis (a right one too).
+    ax.set_title(title or loss_caption(val[-1] if val else None, vocab_size, baselines), fontsize=10, y=1.0, pad=6)
     ax.grid(alpha=0.3)
     if ax.has_data():
         ax.legend(loc="upper right", fontsize=8)
-    else:
+    if not (sx or val):
         ax.text(0.5, 0.5, "No training yet: start a run to see the loss fall.", ha="center", va="center",
                 transform=ax.transAxes, color="grey")
     return fig
@@ -103,9 +149,10 @@ def compare_figure(runs: Sequence[tuple[str, Sequence[Event]]], *, log_scale: bo
     return fig
 
 
-def save_loss_plot(events: Sequence[Event], path: str | Path, vocab_size: int | None = None) -> Path:
+def save_loss_plot(events: Sequence[Event], path: str | Path, vocab_size: int | None = None,
+                   baselines: Baselines | None = None) -> Path:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.png")
-    loss_figure(events, vocab_size).savefig(tmp, dpi=110)
+    loss_figure(events, vocab_size, baselines=baselines).savefig(tmp, dpi=110)
     tmp.replace(path)
     return path

@@ -201,6 +201,7 @@ class RunRegistry:
                                          max_time=(train_config.max_time or 0) if train_config else None,
                                          step_hook=self.step_hook)
                 info.status, info.reason, info.ended = "running", "", None
+                info.data.setdefault("baselines", run.data.description["baselines"])  # runs from before them
                 info.train = to_dict(run.train_config)
             else:
                 self.cleanup(owner)

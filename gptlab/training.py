@@ -123,6 +123,9 @@ class TrainingRun:
             model.set_dropout(model_config.dropout)
         if resumed:
             self.extra = source.extra
+            # A run from before baselines were kept gets them now: the same text gives the same numbers.
+            if isinstance(self.extra.get("data"), dict):
+                self.extra["data"].setdefault("baselines", self.data.description["baselines"])
         else:
             paths = [str(Path(p).resolve()) for p in data_paths or ()]
             self.extra = {"data": {**self.data.description, "paths": paths}, "stats": self.data.stats.as_dict()}
@@ -192,7 +195,8 @@ class TrainingRun:
     def _draw_loss_plot(self) -> None:
         try:
             # The whole history (a resumed run's too), for the model card and the README.
-            save_loss_plot(read_events(self.out_dir), self.out_dir / LOSS_PLOT, self.model_config.vocab_size)
+            save_loss_plot(read_events(self.out_dir), self.out_dir / LOSS_PLOT, self.model_config.vocab_size,
+                           self.data.baselines)
         except OSError:
             pass  # a full disk must not turn a run that has ended into a failure; the log holds the same
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Sequence, TypeVar
 
 from gptlab.data import DataStats
 from gptlab.events import DoneEvent, EvalEvent, Event, SampleEvent, StepEvent
+from gptlab.insight.baselines import Baselines, bits_per_character
 from gptlab.tokenizers import Tokenizer
 
 if TYPE_CHECKING:
@@ -41,12 +42,55 @@ def without_paths(text: str) -> str:
     return _PATH.sub(lambda m: m.group(0).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] or m.group(0), text)
 
 
-def stats_markdown(stats: DataStats, tokenizer: Tokenizer, block_size: int) -> str:
+def stats_markdown(stats: DataStats, tokenizer: Tokenizer, block_size: int,
+                   baselines: Baselines | None = None) -> str:
     rows = [("characters", f"{stats.characters:,}"), ("tokens", f"{stats.tokens:,} ({tokenizer.name} tokenizer)"),
             ("vocabulary used", f"{stats.vocab_used:,} of {stats.vocab_size:,}"),
             ("train / validation tokens", f"{stats.train_tokens:,} / {stats.val_tokens:,}"),
             (f"windows of {block_size} tokens per epoch", f"{stats.windows_per_epoch:,}")]
+    if baselines is not None:
+        rows += baseline_rows(baselines)
     return "| statistic | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def baseline_rows(b: Baselines) -> list[tuple[str, str]]:
+    """The loss a model must beat, three ways, on this text's validation split (nats per token, and bits
+    per character)."""
+    unit = b.unit
+    def loss(x: float) -> str:
+        return f"{x:.3f} ({bits_per_character(x, b.tokens_per_char):.2f} bits per character)"
+    return [(f"loss of random guessing (ln {b.vocab_size:,})", loss(math.log(b.vocab_size))),
+            (f"loss of {unit} frequencies alone (unigram)", loss(b.unigram)),
+            (f"loss knowing the previous {unit} (bigram)", loss(b.bigram))]
+
+
+def perplexity_sentence(loss: float, unit: str = "token") -> str:
+    """Perplexity e^loss, and what it means: the model is as unsure as if it chose uniformly among
+    that many tokens."""
+    if loss is None or not math.isfinite(loss):
+        return "perplexity unknown"
+    if loss > 700:  # e^710 overflows a float; no model this far off is worth a number
+        return f"perplexity over 10^300: as unsure as choosing among more {unit}s than exist"
+    ppl = math.exp(loss)
+    among = f"{ppl:,.0f}" if ppl >= 10 else f"{ppl:.1f}"
+    return f"perplexity {ppl:,.2f}: as unsure as choosing among {among} {unit}s"
+
+
+def run_baselines(info) -> Baselines | None:
+    """A run's baselines, kept in its data description (None for runs from before they existed)."""
+    data = getattr(info, "data", None)
+    return Baselines.from_dict(data.get("baselines")) if isinstance(data, dict) else None
+
+
+def loss_scale(info) -> tuple[str, float | None]:
+    """(what a token is, validation tokens per character) of a run: a run from before the ratio was
+    kept has it only for a character tokenizer, where it is 1."""
+    baselines = run_baselines(info)
+    if baselines is not None:
+        return baselines.unit, baselines.tokens_per_char
+    if (getattr(info, "data", None) or {}).get("tokenizer") == "char":
+        return "character", 1.0
+    return "token", None
 
 
 def shift_table(tokenizer: Tokenizer, ids: Sequence[int], width: int = 12) -> list[list[str]]:
@@ -85,8 +129,12 @@ def run_status_markdown(info, events: Sequence[Event]) -> str:
             progress += f" · about {format_seconds(last_step.eta)} left"
     lines.append(progress)
     if last_eval:
-        lines.append(f"train loss {last_eval.train_loss:.4f} · validation loss {last_eval.val_loss:.4f} "
-                     f"(perplexity {last_eval.val_ppl:.2f}) · best {last_eval.best_val_loss:.4f}")
+        unit, ratio = loss_scale(info)
+        bpc = (f" · {bits_per_character(last_eval.val_loss, ratio):.3f} bits per character"
+               if ratio is not None and math.isfinite(last_eval.val_loss) else "")
+        lines.append(f"train loss {last_eval.train_loss:.4f} ({perplexity_sentence(last_eval.train_loss, unit)})")
+        lines.append(f"validation loss {last_eval.val_loss:.4f} ({perplexity_sentence(last_eval.val_loss, unit)})"
+                     f"{bpc} · best {last_eval.best_val_loss:.4f}")
     if done and done.status == "failed":
         lines.append(f"**Failed**: {done.reason}")
     return "  \n".join(lines)
@@ -133,6 +181,7 @@ class Preview:
     head: str = ""
     shift: list[list[str]] = field(default_factory=list)
     vocab_size: int | None = None
+    tokens: str = ""  # HTML: the head of the text as each tokenizer cuts it (gptlab.insight.token_views)
 
 
 @dataclass(frozen=True)

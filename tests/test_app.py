@@ -171,6 +171,7 @@ API = {
     "/attention": ["owner", "run_id", "which", "upload", "prompt", "layer", "head"],
     "/logit_lens": ["owner", "run_id", "which", "upload", "prompt"],
     "/surprise": ["owner", "run_id", "passage"],
+    "/tokens": ["owner", "run_id", "which", "upload", "prompt", "output"],
 }
 
 
@@ -294,8 +295,10 @@ def test_a_training_beyond_the_server_limit_is_refused_with_try_again(server):
 
 def test_preview_and_downloads_through_the_api(server, trained):
     _, client = server
-    message, stats, head, table = client.predict(PASTE, None, "hello world\n" * 10, "char", 4, api_name="/preview")
+    message, stats, head, table, tokens = client.predict(PASTE, None, "hello world\n" * 10, "char", 4,
+                                                         api_name="/preview")
     assert message == "**Ready**: 1 document(s)." and "| characters | 120 |" in stats
+    assert "(bigram)" in stats and 'title="id ' in tokens and "GPT-2 BPE" in tokens
     assert head.startswith("hello world\n") and table["data"][0] == ["0", "h", "e"]
     message, *_ = client.predict(PASTE, None, "too short", "char", 32, api_name="/preview")
     assert message.startswith("**Problem**: The text is too short for a context length of 32")
@@ -356,6 +359,9 @@ def test_decoding_settings_through_the_api(server, trained):
     probabilities = [row[2] for row in table["data"]]
     assert len(probabilities) == 15 and probabilities == sorted(probabilities, reverse=True)
     assert table["data"][0][0] == continuation[0].replace(" ", "␣")  # greedy takes the most likely token
+
+    chips = client.predict(owner, run_id, "best", None, prompt, "", api_name="/tokens")  # before any output
+    assert chips.count('class="token t') == len(prompt) and "4 tokens" in chips
 
 
 def test_the_decoding_insight_endpoints(server, trained):

@@ -12,11 +12,12 @@ from gptlab.service.decoding import Decoding
 from gptlab.service.dynamics import Dynamics
 from gptlab.service.inside import Inside
 from gptlab.service.sampling import Sampling
+from gptlab.service.tokens import Tokens
 from gptlab.service.training import Training
 
 __all__ = ["CHECKPOINTS", "NO_RUN_YET", "OWNER_PATTERN", "SOURCES", "START_FROM", "SWEEP_TEMPERATURES", "UPLOADED",
            "X_AXES", "Lab", "Limits"]
 
 
-class Lab(Training, Sampling, Decoding, Dynamics, Inside):
+class Lab(Training, Sampling, Decoding, Dynamics, Inside, Tokens):
     """The whole service: each base class is one area of it (gptlab/service/*.py)."""

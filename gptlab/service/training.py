@@ -18,6 +18,8 @@ from gptlab.data import DataError, load_texts, prepare_data
 from gptlab.events import EvalEvent
 from gptlab.insight.doctor import diagnose
 from gptlab.insight.dynamics_plots import doctor_view
+from gptlab.insight.token_views import comparison_html
+from gptlab.insight.tokens import compare_tokenizers
 from gptlab.plots import dynamics_figure, loss_figure
 from gptlab.runs import RunError
 from gptlab.service.base import NO_RUN_YET, SOURCES, START_FROM, X_AXES, LabBase
@@ -56,11 +58,12 @@ class Training(LabBase):
             data = prepare_data(documents, tokenizer, block, float(val_fraction))
         except ValueError as e:
             return Preview(f"**Problem**: {e}")
+        comparison = compare_tokenizers(documents, known={data.tokenizer.name: data.stats.tokens})
         return Preview(message=f"**Ready**: {len(documents)} document(s).",
-                       stats=views.stats_markdown(data.stats, data.tokenizer, block),
+                       stats=views.stats_markdown(data.stats, data.tokenizer, block, data.baselines),
                        head="\n".join(documents[0].split("\n")[:20]),
                        shift=views.shift_table(data.tokenizer, data.dataset.splits["train"].tolist()),
-                       vocab_size=data.tokenizer.vocab_size)
+                       vocab_size=data.tokenizer.vocab_size, tokens=comparison_html(comparison))
 
     # -- settings ------------------------------------------------------------------------------
 
@@ -106,7 +109,7 @@ class Training(LabBase):
         vocab = info.model.get("vocab_size")
         return LiveView(owner=owner, run_id=run_id, status=views.without_paths(views.run_status_markdown(info, events)),
                         progress=round(100 * views.progress_fraction(info, events), 1),
-                        loss=loss_figure(events, vocab, log_scale=log_scale, x=x) if loss else None,
+                        loss=self._loss_figure(info, events, log_scale=log_scale, x=x) if loss else None,
                         dynamics=dynamics_figure(events, info.train.get("grad_clip")) if dynamics else None,
                         sample=views.latest_sample(events), runs=self.run_choices(owner) if final else None,
                         doctor=doctor_view(diagnose(events, vocab or 2, info.train, info.model),
@@ -208,8 +211,16 @@ class Training(LabBase):
         x = "tokens" if x_axis == X_AXES[1] else "step"
         self._plot_prefs[owner] = (bool(log_scale), x)
         info = next((i for i in self.registry.list(owner) if i.id == run_id), None)
-        events = self.registry.events(owner, run_id) if info else []
-        return loss_figure(events, info and info.model.get("vocab_size"), log_scale=bool(log_scale), x=x)
+        if info is None:
+            return loss_figure([], log_scale=bool(log_scale), x=x)
+        return self._loss_figure(info, self.registry.events(owner, run_id), log_scale=bool(log_scale), x=x)
+
+    @staticmethod
+    def _loss_figure(info, events, *, log_scale: bool, x: str) -> Figure:
+        """The loss chart with the run's baselines, and bits per character where the run's ratio is known."""
+        _, ratio = views.loss_scale(info)
+        return loss_figure(events, info.model.get("vocab_size"), log_scale=log_scale, x=x,
+                           baselines=views.run_baselines(info), tokens_per_char=ratio)
 
     def downloads(self, *, owner: str | None, run_id: str | None) -> list[Path]:
         """The run's best checkpoint as a zip, and its metrics as CSV and JSONL."""

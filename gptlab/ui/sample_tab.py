@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from gptlab.config import SAMPLE_FORM, SampleConfig
+from gptlab.insight.token_views import CSS as TOKEN_CSS
 from gptlab.service import CHECKPOINTS, UPLOADED, Lab
 from gptlab.ui.common import Session, user_errors
 from gptlab.ui.compare_tab import GENERATION
@@ -150,12 +151,13 @@ def build(lab: Lab, session: Session) -> SampleTab:
                               decoding=decoding)
         return {tab.next_table: [[t.token, t.id, t.probability] for t in top]}
 
-    generate.click(sample, inputs_kwargs=inputs, outputs=[tab.output], api_name="sample", **GENERATION)
+    generated = generate.click(sample, inputs_kwargs=inputs, outputs=[tab.output], api_name="sample", **GENERATION)
     next_button.click(next_tokens, inputs_kwargs=inputs, outputs=[tab.next_table], api_name="next_tokens",
                       **GENERATION)
     _decoding_insight(lab, tab, inputs)
     _attention_panel(lab, session, tab)
     _lens_panel(lab, session, tab)
+    _tokens_panel(lab, session, tab, generated)
     return tab
 
 
@@ -212,3 +214,23 @@ def _memorisation_meter(lab: Lab, tab: SampleTab, inputs: dict) -> None:
     names = ("owner", "run_id", "which", "upload", "prompt")
     button.click(check, inputs_kwargs={**{n: inputs[n] for n in names}, "output": tab.output}, outputs=[view],
                  api_name="memorisation")
+
+
+def _tokens_panel(lab: Lab, session: Session, tab: SampleTab, generated) -> None:
+    """The prompt and output as the checkpoint's tokenizer cuts them: on request, and after each generation."""
+    with gr.Accordion("Tokens: how the model reads this text", open=False):
+        gr.Markdown("The output (or, before any, the prompt) cut by this checkpoint's tokenizer, as the model would "
+                    "read it back. It follows each generation; hover over a token for its id.")
+        button = gr.Button("Show tokens", elem_id="show-tokens")
+        view = gr.HTML(elem_id="sample-tokens", css_template=TOKEN_CSS)
+
+    @user_errors
+    def tokens(owner, run_id, which, upload, prompt, output):
+        result = lab.tokens(owner=owner, run_id=run_id, which=which, upload=upload, prompt=prompt, output=output)
+        return {view: result.html}
+
+    event = dict(fn=tokens, inputs_kwargs={"owner": session.owner, "run_id": tab.run, "which": tab.which,
+                                           "upload": tab.upload, "prompt": tab.prompt, "output": tab.output},
+                 outputs=[view])
+    button.click(**event, api_name="tokens")
+    generated.success(**event, api_visibility="private")

@@ -42,6 +42,7 @@ def every_run_action(lab, owner, run_id):
                                             decoding=GREEDY))
     yield "next_tokens", lambda: lab.next_tokens(owner=owner, run_id=run_id, which="best", upload=None, prompt="to",
                                                  decoding=GREEDY)
+    yield "tokens", lambda: lab.tokens(owner=owner, run_id=run_id, which="best", upload=None, prompt="to", output="")
     yield "compare", lambda: lab.compare(owner=owner, run_id=run_id, prompt="to", seed=1, temperature=0.8,
                                          max_new_tokens=4)
     yield "sweep", lambda: lab.sweep(owner=owner, run_id=run_id, prompt="to", seed=1, max_new_tokens=4)
