@@ -1,0 +1,190 @@
+"""Settings as a command, a file and a URL (round trips), the changes between runs, and the
+scaling-law fit on synthetic data with a known exponent."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import shlex
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from gptlab.config import PRESETS, ConfigError
+from gptlab.experiments.changes import Change, changes, describe, flatten
+from gptlab.experiments.scaling import fit_power_law, predict
+from gptlab.experiments.settings import (Settings, load_settings_json, settings_from_query, settings_json,
+                                         settings_query, train_command)
+
+CHANGED = {"learning_rate": 0.0031, "n_layer": 3, "bias": False, "lr_schedule": "wsd", "batch_size": 6,
+           "max_steps": 4, "eval_interval": 2, "sample_interval": 0, "seed": 7, "dropout": 0.1}
+
+
+# -- the command -------------------------------------------------------------------------------------
+
+def test_the_command_names_only_what_differs_from_the_preset():
+    assert train_command(Settings.of("char-cpu")) == "python -m gptlab train"
+    command = train_command(Settings.of("tiny", {"learning_rate": 0.004, "bias": False}), data=["my text.txt"])
+    assert command == "python -m gptlab train --data 'my text.txt' --preset tiny --no-bias --learning-rate 0.004"
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_the_command_parses_back_to_the_same_configs(preset):
+    from gptlab.cli import _overrides, build_parser
+    from gptlab.config import ModelConfig, TrainConfig
+
+    settings = Settings.of(preset, {"learning_rate": 1 / 3 * 1e-2, "n_embd": 96, "n_head": 4, "bias": False,
+                                    "patience": 3, "max_time": 12.5})
+    args = build_parser().parse_args(shlex.split(train_command(settings))[3:])
+    chosen = args.preset or "char-cpu"
+    assert ModelConfig.preset(chosen, **_overrides(args, ModelConfig)) == settings.model
+    assert TrainConfig.preset(chosen, **_overrides(args, TrainConfig)) == settings.train
+
+
+def test_running_the_command_trains_the_same_config(tmp_path, tiny_text):
+    from gptlab.checkpoint import load_checkpoint
+    from gptlab.cli import main
+
+    data = tmp_path / "text.txt"
+    data.write_text(tiny_text, encoding="utf-8")
+    settings = Settings.of("tiny", CHANGED)
+    argv = shlex.split(train_command(settings, data=[str(data)], out=str(tmp_path / "run")))[3:] + ["--device", "cpu"]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(argv) == 0
+    trained = load_checkpoint(tmp_path / "run" / "last")
+    assert trained.model_config == settings.model.replace(vocab_size=trained.model_config.vocab_size)
+    assert trained.train_config == settings.train.replace(device="cpu")
+
+
+# -- the file ------------------------------------------------------------------------------------------
+
+def test_a_settings_file_round_trips():
+    settings = Settings.of("tiny", CHANGED)
+    text = settings_json(settings)
+    assert json.loads(text)["settings"]["learning_rate"] == 0.0031
+    assert load_settings_json(text) == settings
+    assert load_settings_json(text.encode()) == settings
+
+
+@pytest.mark.parametrize("text, says", [
+    ("not json", "not valid JSON"),
+    ("[1, 2]", "not a GPT Lab settings file"),
+    ('{"format": "gptlab-settings", "version": 9, "settings": {}}', "version 9"),
+    ('{"format": "gptlab-settings", "version": 1, "preset": "huge", "settings": {}}', "Unknown preset 'huge'"),
+    ('{"format": "gptlab-settings", "version": 1, "settings": {"learning_rat": 0.1}}', "Unknown setting(s): learning_rat"),
+    ('{"format": "gptlab-settings", "version": 1, "settings": {"n_layer": "six"}}', "n_layer"),
+    ('{"format": "gptlab-settings", "version": 1, "settings": {"n_head": 5}}', "divisible by n_head"),
+    ('{"format": "gptlab-settings", "version": 1, "settings": {"vocab_size": 5}}', "Unknown setting(s): vocab_size"),
+    ('{"format": "gptlab-settings", "version": 1, "settings": []}', "object of name: value pairs"),
+])
+def test_a_bad_settings_file_names_the_problem(text, says):
+    with pytest.raises(ConfigError, match=None) as caught:
+        load_settings_json(text)
+    assert says in str(caught.value)
+
+
+def test_a_settings_file_that_is_not_text_or_too_big_is_refused():
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings_json(b"\xff\xfe\x00junk")
+    with pytest.raises(ConfigError, match="few hundred bytes"):
+        load_settings_json(b" " * 100_000)
+
+
+# -- the URL ----------------------------------------------------------------------------------------------
+
+def test_a_url_query_round_trips():
+    settings = Settings.of("tiny", CHANGED)
+    query = settings_query(settings)
+    assert query.startswith("preset=tiny&") and "bias=false" in query
+    assert settings_from_query(query) == settings
+    assert settings_from_query(dict(p.split("=") for p in query.split("&"))) == settings
+
+
+def test_a_url_without_settings_restores_nothing():
+    assert settings_from_query("") is None
+    assert settings_from_query({}) is None
+
+
+@pytest.mark.parametrize("query, says", [
+    ("preset=tiny&n_layer=2.5", "n_layer in the link must be a whole number"),
+    ("learning_rate=fast", "learning_rate in the link must be a float"),
+    ("learning_rate=nan", "learning_rate in the link must be a float"),
+    ("bias=maybe", "bias in the link must be a bool"),
+    ("colour=red", "Unknown setting(s): colour"),
+    ("preset=nope", "Unknown preset"),
+    ("dropout=1.5", "dropout must be in [0, 1)"),
+])
+def test_a_bad_url_names_the_field(query, says):
+    with pytest.raises(ConfigError) as caught:
+        settings_from_query(query)
+    assert says in str(caught.value)
+
+
+def test_off_in_a_url_means_none():
+    assert settings_from_query("patience=0").train.patience is None
+    assert settings_from_query("patience=4").train.patience == 4
+
+
+# -- changes -------------------------------------------------------------------------------------------------
+
+def test_changes_list_what_differs_in_order_and_ignore_the_vocabulary():
+    a = Settings.of("tiny")
+    b = Settings.of("tiny", {"learning_rate": 0.004, "n_layer": 4})
+    before = flatten(asdict(a.model), asdict(a.train))
+    after = flatten(asdict(b.model.replace(vocab_size=99)), asdict(b.train))
+    found = changes(before, after)
+    assert found == [Change("n_layer", 2, 4), Change("learning_rate", a.train.learning_rate, 0.004)]
+    assert describe(found) == f"n_layer 2 → 4, learning_rate {a.train.learning_rate:g} → 0.004"
+    assert changes(before, before) == [] and describe([]) == "same settings"
+
+
+def test_changes_count_a_setting_only_one_run_has_and_shorten_a_long_list():
+    found = changes({"a": 1}, {"b": 2, "patience": None})
+    assert found == [Change("b", None, 2), Change("a", 1, None)]  # patience: None in both
+    many = [Change(f"s{i}", i, i + 1) for i in range(6)]
+    assert describe(many, limit=2) == "s0 0 → 1, s1 1 → 2 (+4 more)"
+    assert str(Change("patience", None, 3)) == "patience off → 3"
+
+
+# -- the power law ------------------------------------------------------------------------------------------
+
+def test_the_fit_recovers_a_known_exponent_exactly():
+    n = np.array([1e5, 3e5, 1e6, 3e6, 1e7])
+    fit = fit_power_law(n, 40.0 * n**-0.3 + 1.2)
+    assert fit.alpha == pytest.approx(0.3, rel=1e-4)
+    assert fit.a == pytest.approx(40.0, rel=1e-3) and fit.c == pytest.approx(1.2, abs=1e-4)
+    assert fit.rmse < 1e-6
+
+
+def test_the_fit_is_the_least_squares_one_on_noisy_data():
+    rng = np.random.default_rng(0)
+    n = np.geomspace(1e4, 1e7, 5)
+    loss = 12.0 * n**-0.25 + 1.5 + rng.normal(0, 0.01, n.size)
+    fit = fit_power_law(n, loss)
+    assert 0.15 < fit.alpha < 0.35
+    sse = float(np.sum((loss - fit(n)) ** 2))
+    for da, dalpha, dc in ((1.01, 0, 0), (1, 0.005, 0), (1, 0, 0.005), (0.99, -0.005, -0.005)):
+        nudged = fit.a * da * n ** -(fit.alpha + dalpha) + fit.c + dc
+        assert sse <= float(np.sum((loss - nudged) ** 2)) + 1e-12
+
+
+def test_the_prediction_states_the_spread_of_leave_one_out_refits():
+    rng = np.random.default_rng(1)
+    n = np.geomspace(1e4, 1e6, 5)
+    loss = 8.0 * n**-0.2 + 1.0 + rng.normal(0, 0.02, n.size)
+    p = predict(n, loss, 3e6)
+    assert p.refits == 5 and p.low <= p.loss <= p.high and p.high > p.low
+    exact = predict(n, 8.0 * n**-0.2 + 1.0, 3e6)
+    assert exact.loss == pytest.approx(8.0 * 3e6**-0.2 + 1.0, rel=1e-4)
+    assert exact.high - exact.low < 1e-3
+    assert predict(n[:3], loss[:3], 3e6).refits == 0
+
+
+@pytest.mark.parametrize("n, loss", [([1, 2], [3, 2]), ([1, 1, 1], [3, 2, 1]), ([1, 2, -3], [1, 1, 1]),
+                                     ([1, 2, 3], [1, math.nan, 1]), ([1, 2, 3], [1, 2])])
+def test_a_ladder_that_cannot_be_fitted_says_what_to_add(n, loss):
+    with pytest.raises(ValueError):
+        fit_power_law(n, loss)
