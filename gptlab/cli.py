@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="estimate memory for this batch (default: each preset's)")
     p.add_argument("--vocab-size", type=int, default=65, help="vocabulary of char presets (default 65)")
 
+    p = sub.add_parser("runs", help="list the runs in a folder, with what each changed from the one before")
+    p.add_argument("--dir", default="runs", metavar="DIR", help="the folder that holds the run folders (default runs)")
+    p.add_argument("--against", metavar="RUN", help="show each run's changes against this run instead")
+
     p = sub.add_parser("info", help="show a checkpoint's settings, size and metrics")
     p.add_argument("--checkpoint", required=True, metavar="DIR")
 
@@ -293,6 +297,24 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_runs(args) -> int:
+    from gptlab.experiments.history import HEADERS, read_runs, table, with_changes
+
+    records = read_runs(args.dir)
+    if not records:
+        raise ValueError(f"There are no runs in {args.dir}; train one with `python -m gptlab train --out "
+                         f"{args.dir}/NAME`, or point --dir at the folder that holds your runs.")
+    against = next((r for r in records if r.name == args.against), None)
+    if args.against and against is None:
+        raise ValueError(f"There is no run {args.against!r} in {args.dir}; choose one of: "
+                         f"{', '.join(r.name for r in records)}.")
+    rows = [list(HEADERS)] + table(with_changes(records, against))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADERS) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    return 0
+
+
 def cmd_import(args) -> int:
     from gptlab.hub import import_pretrained
 
@@ -317,7 +339,8 @@ def cmd_push(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "presets": cmd_presets, "import": cmd_import,
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "runs": cmd_runs, "presets": cmd_presets,
+            "import": cmd_import,
             "export": cmd_export, "push": cmd_push}
 
 

@@ -188,3 +188,83 @@ def test_the_prediction_states_the_spread_of_leave_one_out_refits():
 def test_a_ladder_that_cannot_be_fitted_says_what_to_add(n, loss):
     with pytest.raises(ValueError):
         fit_power_law(n, loss)
+
+
+# -- run history -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """runs/a and runs/b: the tiny preset for 4 steps, b with a higher learning rate and one more layer."""
+    from gptlab.cli import main
+    from tests.conftest import TINY_TEXT
+
+    root = tmp_path_factory.mktemp("history")
+    (root / "text.txt").write_text(TINY_TEXT, encoding="utf-8")
+    common = ["train", "--data", str(root / "text.txt"), "--preset", "tiny", "--max-steps", "4", "--eval-interval",
+              "2", "--sample-interval", "0", "--device", "cpu"]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(common + ["--out", str(root / "runs" / "a")]) == 0
+        assert main(common + ["--out", str(root / "runs" / "b"), "--learning-rate", "0.01", "--n-layer", "3"]) == 0
+    return root / "runs"
+
+
+def test_the_history_reads_each_run_as_it_was_started(two_runs):
+    from gptlab.experiments.history import read_runs, with_changes
+
+    a, b = read_runs(two_runs)
+    assert (a.name, b.name) == ("a", "b") and a.status == b.status == "finished"
+    assert a.step == 4 and a.tokens > 0 and a.elapsed > 0 and a.tokens_per_sec > 0
+    assert a.best_val_loss is not None and a.val_loss is not None and a.preset == "~tiny"
+    assert a.bits_per_char == pytest.approx(a.best_val_loss / math.log(2))  # char: a token per character
+    assert a.data == "text.txt" or "text.txt" in a.data
+    rows = with_changes([a, b])
+    assert rows[0][1] == [] and [str(c) for c in rows[1][1]] == ["n_layer 2 → 3", "learning_rate 0.003 → 0.01"]
+    assert [str(c) for c in with_changes([a, b], against=b)[0][1]] == ["n_layer 3 → 2", "learning_rate 0.01 → 0.003"]
+
+
+def test_a_resumed_run_keeps_the_settings_it_started_with(two_runs, tmp_path):
+    import shutil
+
+    from gptlab.cli import main
+    from gptlab.experiments.history import read_run
+
+    run = tmp_path / "a"
+    shutil.copytree(two_runs / "a", run)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert main(["train", "--resume", str(run), "--max-steps", "6"]) == 0
+    record = read_run(run)
+    assert record.train["max_steps"] == 4 and record.step == 6
+
+
+def test_a_folder_that_is_not_a_run_is_left_out(two_runs, tmp_path):
+    import shutil
+
+    from gptlab.experiments.history import read_runs
+
+    shutil.copytree(two_runs, tmp_path / "runs")
+    (tmp_path / "runs" / "notes").mkdir()
+    (tmp_path / "runs" / "broken" / "init").mkdir(parents=True)
+    (tmp_path / "runs" / "broken" / "init" / "config.json").write_text("{not json")
+    assert [r.name for r in read_runs(tmp_path / "runs")] == ["a", "b"]
+    assert read_runs(tmp_path / "nowhere") == []
+
+
+def test_the_runs_command_prints_the_table_with_changes(two_runs, capsys):
+    from gptlab.cli import main
+
+    assert main(["runs", "--dir", str(two_runs)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["run", "status", "started"] and len(lines) == 3
+    assert lines[1].startswith("a ") and lines[1].rstrip().endswith("–")
+    assert lines[2].startswith("b ") and lines[2].endswith("n_layer 2 → 3, learning_rate 0.003 → 0.01")
+    assert main(["runs", "--dir", str(two_runs), "--against", "b"]) == 0
+    assert capsys.readouterr().out.splitlines()[2].endswith("same settings")
+
+
+def test_the_runs_command_explains_an_empty_folder_or_unknown_run(two_runs, tmp_path, capsys):
+    from gptlab.cli import main
+
+    assert main(["runs", "--dir", str(tmp_path)]) == 2
+    assert "There are no runs in" in capsys.readouterr().err
+    assert main(["runs", "--dir", str(two_runs), "--against", "zzz"]) == 2
+    assert "choose one of: a, b" in capsys.readouterr().err
