@@ -268,3 +268,75 @@ def test_the_runs_command_explains_an_empty_folder_or_unknown_run(two_runs, tmp_
     assert "There are no runs in" in capsys.readouterr().err
     assert main(["runs", "--dir", str(two_runs), "--against", "zzz"]) == 2
     assert "choose one of: a, b" in capsys.readouterr().err
+
+
+# -- sweeps ------------------------------------------------------------------------------------------------------
+
+def test_a_sweep_is_the_grid_of_its_axes_first_axis_slowest():
+    from gptlab.experiments.sweep import grid, parse_axis
+
+    base = Settings.of("tiny")
+    points = grid(base, [parse_axis("learning_rate=1e-3,3e-3"), parse_axis("model_size=2x32,3x48")])
+    assert [p.label for p in points] == ["learning_rate=0.001, model_size=2x32", "learning_rate=0.001, model_size=3x48",
+                                         "learning_rate=0.003, model_size=2x32", "learning_rate=0.003, model_size=3x48"]
+    last = points[-1].settings
+    assert (last.train.learning_rate, last.model.n_layer, last.model.n_embd) == (0.003, 3, 48)
+    assert last.model.n_embd % last.model.n_head == 0
+    assert points[0].folder_name == "learning_rate=0.001_model_size=2x32"
+    ratio = base.train.min_lr / base.train.learning_rate
+    assert [p.settings.train.min_lr for p in points] == pytest.approx([1e-3 * ratio] * 2 + [3e-3 * ratio] * 2)
+
+
+@pytest.mark.parametrize("sets, says", [
+    (["learning_rate=1e-3"], "between 2 and 6 values"),
+    (["learning_rate=1,2,3,4,5,6,7"], "between 2 and 6 values"),
+    (["colour=1,2"], "'colour' cannot be swept"),
+    (["learning_rate"], "--set needs a setting and its values"),
+    (["n_layer=2,2.5"], "n_layer in the link must be a whole number"),
+    (["model_size=2x32,big"], "layers x width"),
+    (["dropout=0.1,0.1"], "repeat"),
+    (["learning_rate=1e-3,2e-3,3e-3,4e-3", "n_layer=1,2,3,4"], "4 x 4 = 16 runs; this server runs at most 12"),
+    (["learning_rate=1e-3,2e-3", "learning_rate=3e-3,4e-3"], "Both axes sweep learning_rate"),
+    (["dropout=0.1,1.5"], "The run dropout=1.5 would not be valid: dropout must be in [0, 1)"),
+])
+def test_a_bad_sweep_names_the_setting_and_starts_nothing(sets, says):
+    from gptlab.experiments.sweep import grid, parse_axis
+
+    with pytest.raises(ConfigError) as caught:
+        grid(Settings.of("tiny"), [parse_axis(s) for s in sets])
+    assert says in str(caught.value)
+
+
+def test_the_sweep_command_trains_each_point_and_marks_the_best(tmp_path, tiny_text, capsys):
+    from gptlab.cli import main
+    from gptlab.experiments.history import read_runs
+
+    data = tmp_path / "text.txt"
+    data.write_text(tiny_text, encoding="utf-8")
+    argv = ["sweep", "--set", "learning_rate=1e-4,1e-2", "--preset", "tiny", "--max-steps", "6", "--eval-interval",
+            "3", "--sample-interval", "0", "--device", "cpu", "--data", str(data), "--out", str(tmp_path / "sweep")]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["run", "status"] and len(lines) == 3
+    records = read_runs(tmp_path / "sweep")
+    assert sorted(r.train["learning_rate"] for r in records) == [1e-4, 1e-2]
+    best = min(records, key=lambda r: r.val_loss)
+    assert [line.startswith(best.name) for line in lines[1:]].count(True) == 1
+    assert next(line for line in lines[1:] if line.startswith(best.name)).endswith("★")
+    assert main(argv) == 2  # the same folders again: refused, nothing overwritten
+    assert "already holds runs" in capsys.readouterr().err
+
+
+def test_a_failed_run_shows_its_reason_and_is_never_the_best():
+    from gptlab.experiments.history import RunRecord
+    from gptlab.experiments.sweep import results_table
+
+    def record(name, status, val, reason=""):
+        return RunRecord(folder=None, name=name, status=status, reason=reason, started=0, model={}, train={},
+                         preset="tiny", data="x", step=5, tokens=100, elapsed=2.0, best_val_loss=val,
+                         train_loss=val, val_loss=val, stats={"tokens": 100, "characters": 100})
+    rows = results_table([record("a", "finished", 2.0), record("b", "failed", math.nan, "the loss became nan"),
+                          record("c", "finished", 1.5)])
+    assert [r[-1] for r in rows] == ["", "", "★"]
+    assert rows[1][1] == "failed: the loss became nan" and rows[1][3] == "–"
+    assert rows[2][4] == f"{1.5 / math.log(2):.3f}" and rows[2][5] == f"{math.exp(1.5):.2f}"

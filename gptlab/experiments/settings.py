@@ -63,7 +63,7 @@ def _check_preset(preset: Any) -> None:
 
 
 def _check_names(values: Mapping[str, Any]) -> None:
-    known = (_names(ModelConfig) | _names(TrainConfig)) - NOT_SHARED
+    known = (_names(ModelConfig) | _names(TrainConfig)) - {"vocab_size"}  # the tokenizer sets it
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"Unknown setting(s): {', '.join(unknown)}. Use the names of the Train tab's settings "
