@@ -215,8 +215,8 @@ def _train(args, stop, received: list) -> int:
                 pass  # best/last are named in the closing lines
             elif isinstance(event, DoneEvent):
                 bar.close()
-                if event.status == "failed":
-                    print(f"failed: {event.reason}", file=sys.stderr)  # the reason says what to do
+                if event.status in ("failed", "diverged"):
+                    print(f"{event.status}: {event.reason}", file=sys.stderr)  # the reason says what to do
                     return 1
                 best = f"{event.best_val_loss:.4f}" if event.best_val_loss is not None else "n/a"
                 print(f"{event.status}: {event.reason}. {event.step} steps, {event.tokens_seen:,} tokens in "

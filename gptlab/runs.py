@@ -60,7 +60,7 @@ class RunInfo:
     @property
     def resumable(self) -> bool:
         """Not training now; whether it saved a checkpoint to resume from is checked on resume."""
-        return self.status in ("stopped", "failed", "finished", INTERRUPTED)
+        return self.status in ("stopped", "failed", "diverged", "finished", INTERRUPTED)
 
 
 class RunFeed:

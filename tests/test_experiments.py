@@ -340,3 +340,19 @@ def test_a_failed_run_shows_its_reason_and_is_never_the_best():
     assert [r[-1] for r in rows] == ["", "", "★"]
     assert rows[1][1] == "failed: the loss became nan" and rows[1][3] == "–"
     assert rows[2][4] == f"{1.5 / math.log(2):.3f}" and rows[2][5] == f"{math.exp(1.5):.2f}"
+
+
+def test_an_exploding_learning_rate_ends_as_diverged_and_the_sweep_goes_on(tmp_path, tiny_text, capsys):
+    from gptlab.cli import main
+    from gptlab.experiments.history import read_runs
+
+    data = tmp_path / "text.txt"
+    data.write_text(tiny_text, encoding="utf-8")
+    assert main(["sweep", "--set", "learning_rate=10,3e-3", "--preset", "tiny", "--max-steps", "6", "--grad-clip",
+                 "0", "--warmup-steps", "0", "--eval-interval", "3", "--sample-interval", "0", "--device", "cpu",
+                 "--data", str(data), "--out", str(tmp_path / "sweep")]) == 0
+    records = {r.train["learning_rate"]: r for r in read_runs(tmp_path / "sweep")}
+    assert records[10.0].status == "diverged" and "Lower the learning rate" in records[10.0].reason
+    assert records[3e-3].status == "finished" and records[3e-3].step == 6
+    out = capsys.readouterr().out
+    assert "diverged: the loss" in out and out.count("★") == 1

@@ -132,7 +132,7 @@ def results_table(records: Sequence[Any]) -> list[list[str]]:
     for r in records:
         minutes, seconds = divmod(int(round(r.elapsed)), 60)
         ppl = math.exp(min(r.val_loss, 50)) if r.val_loss is not None else None
-        status = r.status if r.status != "failed" else f"failed: {r.reason}"
+        status = f"{r.status}: {r.reason}" if r.status in ("failed", "diverged") else r.status
         bpc = r.val_loss * r.stats["tokens"] / r.stats["characters"] / math.log(2) if (
             r.val_loss is not None and r.stats.get("tokens") and r.stats.get("characters")) else None
         rows.append([r.name, status, number(r.train_loss, ".4f"), number(r.val_loss, ".4f"), number(bpc, ".3f"),
