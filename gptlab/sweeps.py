@@ -52,6 +52,7 @@ class SweepInfo:
     points: list[SweepPoint]
     data_paths: list[str] = field(default_factory=list)
     reason: str = ""
+    axes: list[str] = field(default_factory=list)  # the settings it varies, e.g. ["learning_rate"]
 
     @property
     def done(self) -> int:
@@ -119,7 +120,7 @@ class SweepQueue:
 
     def submit(self, owner: str, points: Sequence[tuple[str, ModelConfig, TrainConfig]], *,
                data_paths: Sequence[str | os.PathLike] | None = None, texts: Sequence[str] | None = None,
-               name: str = "") -> str:
+               name: str = "", axes: Sequence[str] = ()) -> str:
         """Queue (label, model config, train config) points; returns the sweep's id at once."""
         if any(self.is_active(s.id) for s in self.list(owner)):
             raise BusyError("This browser already has a sweep in the queue; cancel it or wait for it to finish.")
@@ -128,7 +129,7 @@ class SweepQueue:
         folder = self.root / sweep_id
         kept = _keep_data(folder, data_paths, texts)
         info = SweepInfo(id=sweep_id, owner=owner, name=name or time.strftime("sweep %H:%M:%S"), created=time.time(),
-                         status="queued", data_paths=[str(p) for p in kept],
+                         status="queued", data_paths=[str(p) for p in kept], axes=list(axes),
                          points=[SweepPoint(label, to_dict(m), to_dict(t)) for label, m, t in points])
         self._write(info)
         self._start_worker(info)

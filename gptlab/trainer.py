@@ -308,8 +308,8 @@ class Trainer:
                                  "on gradient clipping.")
                 return
             if self.diverge_above is not None and loss > self.diverge_above:
-                yield self._done("diverged", f"the loss reached {loss:.2f} at step {self.step + 1}, far above "
-                                 f"{self.diverge_above:.2f}, where a model that guesses at random would be; the "
+                yield self._done("diverged", f"the loss reached {loss:.2f} at step {self.step + 1}, above "
+                                 f"{self.diverge_above:.2f}, past which a run has blown up rather than learnt; the "
                                  f"last good checkpoint is kept. Lower the learning rate (it was {lr:.2e}) or "
                                  "turn on gradient clipping.")
                 return
