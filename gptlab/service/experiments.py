@@ -196,6 +196,10 @@ class Experiments(LabBase):
         """A sweep's progress until it ends; without an id, this browser's latest sweep (a refresh
         re-attaches to it)."""
         owner = self.owner_or_new(owner)
+        with self.watchers.hold(owner):  # a live view like a run's: it holds one of the server's workers
+            yield from self._watch_sweep(owner, sweep_id)
+
+    def _watch_sweep(self, owner: str, sweep_id: str | None) -> Iterator[SweepView]:
         if not sweep_id:
             sweeps = self.sweeps.list(owner)
             if not sweeps:
