@@ -220,8 +220,8 @@ def build_sharing(lab: Lab, session: Session, tab: TrainTab, data: DataTab) -> d
     save_button.click(save, inputs_kwargs={"owner": session.owner, **values}, outputs=[saved], api_name="save_settings")
 
     def fill(found: dict | None) -> dict:
-        if found is None:
-            return {}
+        if found is None:  # an empty dict would read as one value: leave one component as it is
+            return {tab.preset: gr.update()}
         # The preset's own event fires on a user's choice only (.input), so setting it here keeps the rest.
         out = {tab.preset: found["preset"], data.tokenizer: found["tokenizer"]}
         for name, component in tab.fields.items():
