@@ -78,6 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, ModelConfig, skip=("vocab_size",))
     _add_config_flags(p, TrainConfig)
 
+    p = sub.add_parser("sweep", help="train one run per value of one or two settings, and print the results")
+    p.add_argument("--set", action="append", required=True, metavar="NAME=V1,V2",
+                   help="a setting and its 2-6 values, e.g. learning_rate=1e-4,1e-3,1e-2 (twice for a grid of "
+                        "at most 12 runs; model_size takes layers x width, e.g. 2x64,4x128)")
+    p.add_argument("--data", nargs="+", metavar="PATH", help=".txt or .md files (default: bundled Shakespeare)")
+    p.add_argument("--preset", choices=list(PRESETS), help=f"the settings every run starts from (default {DEFAULT_PRESET})")
+    p.add_argument("--out", required=True, metavar="DIR", help="the folder for the sweep's runs (one folder each)")
+    _add_config_flags(p, ModelConfig, skip=("vocab_size",))
+    _add_config_flags(p, TrainConfig)
+
     p = sub.add_parser("sample", help="generate text from a checkpoint")
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="a checkpoint folder, or a run folder (uses best/)")
     p.add_argument("--prompt", default="", help="text to continue (default: start from nothing)")
@@ -87,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("presets", help="list the named presets with their size and training memory")
     p.add_argument("--batch-size", type=int, help="estimate memory for this batch (default: each preset's)")
     p.add_argument("--vocab-size", type=int, default=65, help="vocabulary of char presets (default 65)")
+
+    p = sub.add_parser("runs", help="list the runs in a folder, with what each changed from the one before")
+    p.add_argument("--dir", default="runs", metavar="DIR", help="the folder that holds the run folders (default runs)")
+    p.add_argument("--against", metavar="RUN", help="show each run's changes against this run instead")
 
     p = sub.add_parser("info", help="show a checkpoint's settings, size and metrics")
     p.add_argument("--checkpoint", required=True, metavar="DIR")
@@ -201,8 +215,8 @@ def _train(args, stop, received: list) -> int:
                 pass  # best/last are named in the closing lines
             elif isinstance(event, DoneEvent):
                 bar.close()
-                if event.status == "failed":
-                    print(f"failed: {event.reason}", file=sys.stderr)  # the reason says what to do
+                if event.status in ("failed", "diverged"):
+                    print(f"{event.status}: {event.reason}", file=sys.stderr)  # the reason says what to do
                     return 1
                 best = f"{event.best_val_loss:.4f}" if event.best_val_loss is not None else "n/a"
                 print(f"{event.status}: {event.reason}. {event.step} steps, {event.tokens_seen:,} tokens in "
@@ -293,6 +307,55 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_runs(args) -> int:
+    from gptlab.experiments.history import HEADERS, read_runs, table, with_changes
+
+    records = read_runs(args.dir)
+    if not records:
+        raise ValueError(f"There are no runs in {args.dir}; train one with `python -m gptlab train --out "
+                         f"{args.dir}/NAME`, or point --dir at the folder that holds your runs.")
+    against = next((r for r in records if r.name == args.against), None)
+    if args.against and against is None:
+        raise ValueError(f"There is no run {args.against!r} in {args.dir}; choose one of: "
+                         f"{', '.join(r.name for r in records)}.")
+    _print_table(HEADERS, table(with_changes(records, against)))
+    return 0
+
+
+def _print_table(headers, rows) -> None:
+    rows = [list(headers)] + rows
+    widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def cmd_sweep(args) -> int:
+    from gptlab.experiments.history import read_run
+    from gptlab.experiments.settings import Settings
+    from gptlab.experiments.sweep import RESULT_HEADERS, grid, parse_axis, results_table
+    from gptlab.events import DoneEvent, EvalEvent
+    from gptlab.training import TrainingRun
+
+    base = Settings.of(args.preset or DEFAULT_PRESET, {**_overrides(args, ModelConfig), **_overrides(args, TrainConfig)})
+    points = grid(base, [parse_axis(text) for text in args.set])  # every point checked before any run starts
+    out = Path(args.out)
+    taken = [p.folder_name for p in points if (out / p.folder_name).exists()]
+    if taken:
+        raise ValueError(f"{out} already holds runs of these names ({', '.join(taken)}); choose another --out.")
+    records = []
+    for i, point in enumerate(points, 1):
+        print(f"[{i}/{len(points)}] {point.label}", file=sys.stderr)
+        run = TrainingRun.new(point.settings.model, point.settings.train, out / point.folder_name, args.data)
+        for event in run.events():
+            if isinstance(event, EvalEvent):
+                print(f"    step {event.step}: val loss {event.val_loss:.4f}", file=sys.stderr)
+            elif isinstance(event, DoneEvent):
+                print(f"    {event.status}: {event.reason}", file=sys.stderr)
+        records.append(read_run(run.out_dir))
+    _print_table(RESULT_HEADERS, results_table(records))
+    return 0
+
+
 def cmd_import(args) -> int:
     from gptlab.hub import import_pretrained
 
@@ -317,8 +380,8 @@ def cmd_push(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "presets": cmd_presets, "import": cmd_import,
-            "export": cmd_export, "push": cmd_push}
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "info": cmd_info, "runs": cmd_runs, "sweep": cmd_sweep,
+            "presets": cmd_presets, "import": cmd_import, "export": cmd_export, "push": cmd_push}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,7 +104,7 @@ class CheckpointEvent(Event):
 
 @dataclass(frozen=True)
 class DoneEvent(Event):
-    status: str  # "finished", "stopped" or "failed"
+    status: str  # "finished", "stopped", "failed" or "diverged" (the loss blew up; see Trainer.diverge_above)
     reason: str
     tokens_seen: int
     elapsed: float

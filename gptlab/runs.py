@@ -56,11 +56,12 @@ class RunInfo:
     model: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    sweep: str = ""  # the id of the sweep that queued it (gptlab.sweeps), if one did
 
     @property
     def resumable(self) -> bool:
         """Not training now; whether it saved a checkpoint to resume from is checked on resume."""
-        return self.status in ("stopped", "failed", "finished", INTERRUPTED)
+        return self.status in ("stopped", "failed", "diverged", "finished", INTERRUPTED)
 
 
 class RunFeed:
@@ -99,6 +100,7 @@ class RunRegistry:
         self._stops: dict[str, StopFlag] = {}
         self._feeds: dict[str, RunFeed] = {}
         self._closing = False
+        self._refused: dict[str, float] = {}  # owner -> when a start was last refused for want of a slot
         self._mark_interrupted()
 
     # -- disk ------------------------------------------------------------------------------
@@ -177,7 +179,8 @@ class RunRegistry:
     # -- actions -------------------------------------------------------------------------------
 
     def start(self, owner: str, *, model_config: ModelConfig | None = None, train_config: TrainConfig | None = None,
-              data_paths=None, texts=None, init_from=None, resume_id: str | None = None, name: str = "") -> str:
+              data_paths=None, texts=None, init_from=None, resume_id: str | None = None, name: str = "",
+              sweep: str = "") -> str:
         """Prepare a run (errors surface here, before any thread starts) and train it in the background."""
         if not owner:
             raise RunError("A run needs an owner.")
@@ -186,6 +189,8 @@ class RunRegistry:
                 raise BusyError("The server is shutting down, so no run can start now; try again once it "
                                 "is back (stopped runs can be resumed then).")
             if sum(t.is_alive() for t in self._threads.values()) >= self.max_concurrent:
+                if not sweep:
+                    self._refused[owner] = time.monotonic()
                 raise BusyError(f"The server is already training {self.max_concurrent} model(s), its limit. "
                                 "Try again when a run has finished, or stop yours.")
             if resume_id is not None:
@@ -219,7 +224,8 @@ class RunRegistry:
                     raise
                 info = RunInfo(id=run_id, owner=owner, name=name or time.strftime("run %H:%M:%S"), status="running",
                                created=time.time(), model=to_dict(run.model_config), train=to_dict(run.train_config),
-                               data=run.data.description)
+                               data=run.data.description, sweep=sweep)
+                self._refused.pop(owner, None)
             (self.root / info.id).mkdir(parents=True, exist_ok=True)
             self._write(info)
             self._feeds[info.id] = RunFeed(self.root / info.id)
@@ -260,6 +266,8 @@ class RunRegistry:
             if info.status == "running":
                 info.status, info.reason = "stopped", "training ended unexpectedly"
             info.ended = time.time()
+            renamed = self._read(info.id)  # a rename while it trained is kept
+            info.name = renamed.name if renamed else info.name
             self._write(info)
             self._feeds.pop(info.id, None)
 
@@ -288,6 +296,40 @@ class RunRegistry:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return [run_id for run_id, thread in running if thread.is_alive()]
 
+    def waiting_owners(self, within_s: float, *, besides: str = "") -> list[str]:
+        """Owners (other than `besides`) refused a run for want of a slot in the last `within_s`
+        seconds and not started since: a sweep lets them go first (gptlab.sweeps)."""
+        now = time.monotonic()
+        with self._lock:
+            return [o for o, t in self._refused.items() if now - t <= within_s and not _same_owner(o, besides)]
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def is_training(self, run_id: str) -> bool:
+        with self._lock:
+            thread = self._threads.get(run_id)
+        return thread is not None and thread.is_alive()
+
+    def rename(self, owner: str, run_id: str, name: str) -> RunInfo:
+        name = " ".join(str(name or "").split())
+        if not 1 <= len(name) <= 80:
+            raise RunError("A run's name is 1 to 80 characters; type one.")
+        with self._lock:
+            info = self.get(owner, run_id)
+            info.name = name
+            self._write(info)
+        return info
+
+    def delete(self, owner: str, run_id: str) -> None:
+        """Delete an owner's run and its folder; a run that is training must be stopped first."""
+        info = self.get(owner, run_id)
+        if self.is_training(info.id):
+            raise RunError("That run is still training; stop it first, then delete it.")
+        shutil.rmtree(self.root / info.id, ignore_errors=True)
+        self._feeds.pop(info.id, None)
+
     def wait(self, run_id: str, timeout: float | None = None) -> None:
         thread = self._threads.get(run_id)
         if thread is not None:
@@ -297,13 +339,16 @@ class RunRegistry:
         """Delete finished runs older than max_age_s, and an owner's oldest beyond keep_per_owner."""
         removed, now, kept = [], time.time(), 0
         infos = self._all()
-        per_owner: dict[str, int] = {}
+        # The runs of one sweep count as one: a 12-run sweep must not push out its own first runs.
+        groups: dict[str, list[str]] = {}
         for info in infos:  # newest first
             if info.status in ACTIVE:
                 continue
-            per_owner[info.owner] = per_owner.get(info.owner, 0) + 1
+            seen = groups.setdefault(info.owner, [])
+            if (info.sweep or info.id) not in seen:
+                seen.append(info.sweep or info.id)
             too_old = info.ended is not None and now - info.ended > self.max_age_s
-            too_many = (owner is None or info.owner == owner) and per_owner[info.owner] > self.keep_per_owner
+            too_many = (owner is None or info.owner == owner) and len(seen) > self.keep_per_owner
             # Owner tokens cost nothing to make, so the server also keeps at most max_runs in all.
             over_total = kept >= self.max_runs
             if too_old or too_many or over_total:

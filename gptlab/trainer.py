@@ -104,12 +104,14 @@ def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) 
 class Trainer:
     def __init__(self, model: nn.Module, config: TrainConfig, data: DataSource, *,
                  save: SaveFn | None = None, sample: SampleFn | None = None, device: torch.device | None = None,
-                 on_step: StepHook | None = None, checkpoint_seconds: float | None = CHECKPOINT_SECONDS):
+                 on_step: StepHook | None = None, checkpoint_seconds: float | None = CHECKPOINT_SECONDS,
+                 diverge_above: float | None = None):
         if checkpoint_seconds is not None and not checkpoint_seconds > 0:
             raise ValueError(f"checkpoint_seconds must be a number of seconds above 0, or None to save last only "
                              f"at evaluations; got {checkpoint_seconds!r}.")
         self.config = config
         self.checkpoint_seconds = checkpoint_seconds
+        self.diverge_above = diverge_above  # a training loss above this ends the run as diverged
         self.device = device or pick_device(config.device)
         self.model = model.to(self.device)
         self.data = data
@@ -301,10 +303,16 @@ class Trainer:
             loss, norm, lr, tokens = self._train_step()
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 what = "loss" if not math.isfinite(loss) else "gradient norm"
-                yield self._done("failed", f"the {what} became {loss if what == 'loss' else norm} at step "
+                yield self._done("diverged", f"the {what} became {loss if what == 'loss' else norm} at step "
                                  f"{self.step + 1}; the weights were not updated and the last good checkpoint "
                                  f"is kept. Lower the learning rate (it was {lr:.2e}) or turn "
                                  "on gradient clipping.")
+                return
+            if self.diverge_above is not None and loss > self.diverge_above:
+                yield self._done("diverged", f"the loss reached {loss:.2f} at step {self.step + 1}, above "
+                                 f"{self.diverge_above:.2f}, past which a run has blown up rather than learnt; the "
+                                 f"last good checkpoint is kept. Lower the learning rate (it was {lr:.2e}) or "
+                                 "turn on gradient clipping.")
                 return
             self.step += 1
             self.tokens_seen += tokens

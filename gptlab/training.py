@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import shutil
 import threading
@@ -27,6 +28,11 @@ from gptlab.runfolder import (BEST, INIT, LAST, LOSS_PLOT, METRICS_FILE, newest_
                               resolve_checkpoint, run_folder_of, write_history)
 from gptlab.tokenizers import Tokenizer, prompt_ids
 from gptlab.trainer import CHECKPOINT_SECONDS, SaveError, StepHook, Trainer, pick_device
+
+
+# A loss of ln(V) is a model guessing uniformly at random; twice that is a run that has blown up rather
+# than one that learns slowly (which sits near ln(V) and is the loss doctor's "not learning").
+DIVERGED_FACTOR = 2.0
 
 
 class TrainingRun:
@@ -130,7 +136,8 @@ class TrainingRun:
             paths = [str(Path(p).resolve()) for p in data_paths or ()]
             self.extra = {"data": {**self.data.description, "paths": paths}, "stats": self.data.stats.as_dict()}
         self.trainer = Trainer(model, train_config, self.data.dataset, save=self._save, sample=self._sample,
-                               device=device, on_step=step_hook, checkpoint_seconds=checkpoint_seconds)
+                               device=device, on_step=step_hook, checkpoint_seconds=checkpoint_seconds,
+                               diverge_above=DIVERGED_FACTOR * math.log(model_config.vocab_size))
         self._prompt = prompt_ids(self.data.tokenizer)
         self._sample_config = SampleConfig(max_new_tokens=train_config.sample_tokens, temperature=0.8,
                                            seed=train_config.seed)

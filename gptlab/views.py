@@ -135,8 +135,8 @@ def run_status_markdown(info, events: Sequence[Event]) -> str:
         lines.append(f"train loss {last_eval.train_loss:.4f} ({perplexity_sentence(last_eval.train_loss, unit)})")
         lines.append(f"validation loss {last_eval.val_loss:.4f} ({perplexity_sentence(last_eval.val_loss, unit)})"
                      f"{bpc} · best {last_eval.best_val_loss:.4f}")
-    if done and done.status == "failed":
-        lines.append(f"**Failed**: {done.reason}")
+    if done and done.status in ("failed", "diverged"):
+        lines.append(f"**{done.status.capitalize()}**: {done.reason}")
     return "  \n".join(lines)
 
 

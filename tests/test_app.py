@@ -151,6 +151,7 @@ def trained(app):
 
 
 # Each endpoint's parameters, in order: scripts call them by these names (and older ones by position).
+SWEEP_FORM = ["owner", "source", "files", "pasted", "tokenizer", "preset", *MODEL_FORM, *TRAIN_FORM]
 API = {
     "/preview": ["source", "files", "pasted", "tokenizer", "block_size"],
     "/train": ["owner", "source", "files", "pasted", "tokenizer", "start_from", *MODEL_FORM, *TRAIN_FORM],
@@ -172,6 +173,22 @@ API = {
     "/logit_lens": ["owner", "run_id", "which", "upload", "prompt"],
     "/surprise": ["owner", "run_id", "passage"],
     "/tokens": ["owner", "run_id", "which", "upload", "prompt", "output"],
+    "/command": ["preset", "tokenizer", *MODEL_FORM, *TRAIN_FORM, "source", "files"],
+    "/settings_link": ["preset", "tokenizer", *MODEL_FORM, *TRAIN_FORM],
+    "/save_settings": ["owner", "preset", "tokenizer", *MODEL_FORM, *TRAIN_FORM],
+    "/load_settings": ["upload"],
+    "/runs_history": ["owner", "against"],
+    "/rename_run": ["owner", "run_id", "name"],
+    "/delete_run": ["owner", "run_id"],
+    "/overlay": ["owner", "run_ids", "x_axis", "smoothing"],
+    "/seed_verdict": ["owner", "sweep_a", "sweep_b"],
+    "/sweep_start": [*SWEEP_FORM, "axis_a", "values_a", "axis_b", "values_b", "budget_kind", "budget"],
+    "/scaling_ladder": [*SWEEP_FORM, "sizes", "budget_kind", "budget"],
+    "/exercise": [*SWEEP_FORM, "exercise"],
+    "/repeat_seeds": [*SWEEP_FORM, "seeds", "budget_kind", "budget"],
+    "/sweep_watch": ["owner", "sweep_id"],
+    "/sweep_resume": ["owner", "sweep_id"],
+    "/sweep_cancel": ["owner", "sweep_id"],
 }
 
 
@@ -498,3 +515,36 @@ def test_training_threads_allocate_from_the_main_malloc_arena():
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stderr.count("Arena ") == 1, out.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# Experiments through the API
+
+
+def test_a_sweep_through_the_api_trains_each_value_and_fills_the_history(server):
+    lab, client = server
+    owner = "sweeper-owner-token-0001"
+    settings = hyper(max_steps=4, eval_interval=2)
+    job = client.submit(owner=owner, source=PASTE, files=None, pasted=TEXT, tokenizer="char", preset="tiny", **settings,
+                        axis_a="learning_rate", values_a="1e-3, 1e-2", axis_b="", values_b="",
+                        budget_kind="steps per run", budget=4, api_name="/sweep_start")
+    outs = finish(job)
+    sweep_id, status, progress, table = outs[-1][:4]
+    assert progress == 100 and "2 of 2 runs ended" in status
+    rows = table["data"]
+    assert [r[0] for r in rows] == ["learning_rate=0.001", "learning_rate=0.01"] and [r[-1] for r in rows].count("★") == 1
+    history = client.predict(owner=owner, against="", api_name="/runs_history")
+    assert len(history["data"]) == 2 and history["data"][0][-1].startswith("learning_rate 0.001 → 0.01")
+    run_ids = [i.id for i in lab.registry.list(owner)]
+    client.predict(owner=owner, run_ids=run_ids, x_axis="epoch", smoothing=0.3, api_name="/overlay")
+    with pytest.raises(Exception, match="between 2 and 6 values"):
+        client.predict(owner=owner, source=PASTE, files=None, pasted=TEXT, tokenizer="char", preset="tiny", **settings,
+                       axis_a="learning_rate", values_a="1e-3", axis_b="", values_b="", budget_kind="steps per run",
+                       budget=4, api_name="/sweep_start")
+
+
+def test_the_command_endpoint_gives_the_cli_command(server):
+    _, client = server
+    command = client.predict(preset="tiny", tokenizer="char", **hyper(learning_rate=0.004), source=PASTE, files=None,
+                             api_name="/command")
+    assert command.startswith("python -m gptlab train --data pasted-text.txt --preset tiny") and "0.004" in command

@@ -61,7 +61,7 @@ def test_no_library_module_is_longer_than_about_400_lines():
 
 
 @pytest.mark.parametrize("command", [["app.py"], ["-m", "gptlab"]] + [
-    ["-m", "gptlab", sub] for sub in ("train", "sample", "presets", "info", "import", "export", "push")])
+    ["-m", "gptlab", sub] for sub in ("train", "sample", "presets", "info", "runs", "sweep", "import", "export", "push")])
 def test_help_of_every_command_prints_and_exits_0(command):
     out = subprocess.run([sys.executable, *command, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

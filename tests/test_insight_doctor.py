@@ -78,13 +78,16 @@ def test_a_nan_divergence_lowers_the_learning_rate_and_turns_clipping_on():
                                                               "updated. Lower the learning rate (it was 1.00e-03)")
     train = {**TRAIN, "grad_clip": 0.0}
     [found] = diagnose(events, V, train, MODEL)
-    assert found.kind == "diverged" and "NaN" in found.message
+    assert found.kind == "diverged" and "the loss became nan at step 41" in found.message
     assert found.fix == {"learning_rate": pytest.approx(1e-3 / 3, rel=1e-2), "min_lr": pytest.approx(1e-4 / 3, rel=1e-2),
                          "grad_clip": 1.0}
     assert_fix_is_valid(found, train)
     # Even a NaN in the first few steps is read.
     early = curve([LN_V, LN_V], done="failed", reason="the loss became nan at step 3")
     assert kinds(early) == ["diverged"]
+    # As the trainer ends such a run now: status "diverged", for a NaN or a loss far above ln V.
+    blown = curve([LN_V, LN_V], done="diverged", reason="the loss reached 21.32 at step 2, above 6.87; the last ...")
+    assert kinds(blown) == ["diverged"] and "the loss reached 21.32 at step 2" in diagnose(blown, V, TRAIN, MODEL)[0].message
 
 
 def test_a_loss_that_climbs_back_above_random_guessing_is_diverging():

@@ -635,3 +635,37 @@ def test_starting_a_run_cleans_up_the_owners_old_runs(lab):
     finish(registry, "alice", run_id)
     assert [i.id for i in registry.list("alice")] == [run_id, old[2], old[1]]
     assert [i.id for i in registry.list("bob")] == bobs[::-1]
+
+
+# --------------------------------------------------------------------------------------------
+# Rename and delete
+
+
+def test_rename_keeps_the_name_even_when_the_run_ends_after_it(lab):
+    registry = lab.registry()
+    gate = lab.gate(at=2)
+    run_id = start(registry)
+    gate.wait_until(1)
+    assert registry.rename("alice", run_id, "  my   best run ").name == "my best run"
+    gate.release.set()
+    assert finish(registry, "alice", run_id).name == "my best run"
+    for bad in ("", "   ", "x" * 81):
+        with pytest.raises(RunError, match="1 to 80 characters"):
+            registry.rename("alice", run_id, bad)
+    with pytest.raises(RunError, match="no run"):
+        registry.rename("bob", run_id, "mine now")
+
+
+def test_delete_removes_a_finished_run_and_refuses_a_training_one(lab):
+    registry = lab.registry()
+    gate = lab.gate(at=2)
+    run_id = start(registry)
+    gate.wait_until(1)
+    with pytest.raises(RunError, match="still training; stop it first"):
+        registry.delete("alice", run_id)
+    with pytest.raises(RunError, match="no run"):
+        registry.delete("bob", run_id)
+    gate.release.set()
+    finish(registry, "alice", run_id)
+    registry.delete("alice", run_id)
+    assert not (registry.root / run_id).exists() and registry.list("alice") == []

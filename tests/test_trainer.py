@@ -185,11 +185,27 @@ def test_nan_loss_fails_clearly_and_keeps_the_last_good_weights():
     trainer = Trainer(model, small_train_config(max_steps=50), dataset(), save=save)
     events = list(trainer.run())
     done = events[-1]
-    assert isinstance(done, DoneEvent) and done.status == "failed"
+    assert isinstance(done, DoneEvent) and done.status == "diverged"
     assert "nan" in done.reason and "step 4" in done.reason and "learning rate" in done.reason
     assert done.step == 3
     assert all(label != "last" for label, _ in save.saved)  # the bad state never overwrites a checkpoint
     assert torch.isfinite(model.w).all()
+
+
+def test_a_loss_far_above_the_threshold_ends_the_run_as_diverged():
+    class Exploding(FlakyModel):
+        def forward(self, x, y):
+            _, loss = super().forward(x, y)
+            return None, loss * (1000.0 if self.training and self.calls >= 3 else 1.0)
+
+    model, save = Exploding(), Recorder()
+    events = list(Trainer(model, small_train_config(max_steps=50), dataset(), save=save, diverge_above=1000.0).run())
+    done = events[-1]
+    assert isinstance(done, DoneEvent) and done.status == "diverged" and done.step == 2
+    assert "above 1000.00, past which a run has blown up" in done.reason and "learning rate" in done.reason
+    assert all(label != "last" for label, _ in save.saved)  # the blown-up weights are never saved
+    healthy = list(Trainer(FlakyModel(), small_train_config(max_steps=5), dataset(), diverge_above=1000.0).run())
+    assert healthy[-1].status == "finished"
 
 
 def test_early_stopping_with_patience():

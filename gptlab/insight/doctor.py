@@ -55,7 +55,10 @@ def _scaled_rates(train: Mapping[str, Any], factor: float) -> dict[str, float]:
 
 
 def _diverged(medians, log_v, done, train) -> Diagnosis | None:
-    nan = done is not None and done.status == "failed" and ("became nan" in done.reason or "became inf" in done.reason)
+    # The trainer ends a run whose loss went non-finite or blew far past ln(V) as "diverged" (older
+    # logs said "failed" with the NaN in the reason).
+    nan = done is not None and (done.status == "diverged" or done.status == "failed" and (
+        "became nan" in done.reason or "became inf" in done.reason))
     best, recent = min(medians), medians[-1]
     rising = recent - best > max(0.5, 0.25 * (log_v - best)) or (recent > log_v + 0.1 and best < log_v - 0.5)
     if not (nan or rising):
@@ -64,8 +67,7 @@ def _diverged(medians, log_v, done, train) -> Diagnosis | None:
     label = "divide the learning rate by 3"
     if not train.get("grad_clip"):
         fix["grad_clip"], label = 1.0, label + " and clip gradients at 1.0"
-    what = ("The loss became NaN or infinite: the updates grew so large that the numbers overflowed."
-            if nan else f"The training loss has risen from its lowest, {best:.2f}, to {recent:.2f}"
+    what = (f"The run ended as diverged: {done.reason.split(';')[0]}. The updates grew too large." if nan else f"The training loss has risen from its lowest, {best:.2f}, to {recent:.2f}"
             + (f", above random guessing (ln V = {log_v:.2f})" if recent > log_v else "") + ": training is diverging.")
     return Diagnosis("diverged", "Diverging", what + " The steps are too large; a smaller learning rate "
                      "(or clipping the gradient norm) keeps each update in check.", fix, label)
@@ -145,7 +147,7 @@ def _too_slow(medians, done, train) -> Diagnosis | None:
 def diagnose(events: Sequence[Event], vocab_size: int, train: Mapping[str, Any],
              model: Mapping[str, Any] | None = None) -> list[Diagnosis]:
     """What the curves say, most urgent first: 'healthy' alone when nothing is wrong, and nothing
-    before MIN_STEPS training losses are logged (too early to tell), unless the run failed with NaN."""
+    before MIN_STEPS training losses are logged (too early to tell), unless the run diverged."""
     model = model or {}
     logged = [e for e in events if isinstance(e, StepEvent) and math.isfinite(e.loss)]
     evals = [e for e in events if isinstance(e, EvalEvent) and math.isfinite(e.val_loss)]

@@ -10,8 +10,10 @@ from gptlab.service.base import (CHECKPOINTS, NO_RUN_YET, OWNER_PATTERN, SOURCES
                                 UPLOADED, X_AXES, Limits)
 from gptlab.service.decoding import Decoding
 from gptlab.service.dynamics import Dynamics
+from gptlab.service.experiments import Experiments
 from gptlab.service.inside import Inside
 from gptlab.service.sampling import Sampling
+from gptlab.service.sharing import Sharing
 from gptlab.service.tokens import Tokens
 from gptlab.service.training import Training
 
@@ -19,5 +21,5 @@ __all__ = ["CHECKPOINTS", "NO_RUN_YET", "OWNER_PATTERN", "SOURCES", "START_FROM"
            "X_AXES", "Lab", "Limits"]
 
 
-class Lab(Training, Sampling, Decoding, Dynamics, Inside, Tokens):
+class Lab(Training, Sampling, Decoding, Dynamics, Inside, Tokens, Experiments, Sharing):
     """The whole service: each base class is one area of it (gptlab/service/*.py)."""

@@ -15,6 +15,7 @@ from gptlab.config import SampleConfig
 from gptlab.data import DataError
 from gptlab.generate import generate
 from gptlab.runs import RunError, RunRegistry
+from gptlab.sweeps import SweepQueue
 from gptlab.textstream import stream_text
 from gptlab.threads import FULL, use_threads
 from gptlab.tokenizers import prompt_ids
@@ -44,6 +45,7 @@ class Limits:
     max_watchers_per_run: int = 3
     max_watchers: int = 16  # live views at once, server-wide: each holds one of Gradio's worker threads
     poll_seconds: float = 1.0  # the live view redraws at most this often, whatever the step rate
+    max_sweep_runs: int = 12  # runs in one sweep (each is also held to the work caps of a single run)
 
 
 class LabBase:
@@ -53,6 +55,7 @@ class LabBase:
                  caps: TrainingCaps | None = None):
         # Absolute, so views.without_paths recognises every path a message might quote.
         self.registry = RunRegistry(Path(runs_dir).resolve(), max_concurrent=max_concurrent)
+        self.sweeps = SweepQueue(self.registry)
         self.limits, self.caps = limits or Limits(), caps or TrainingCaps()
         self._plot_prefs: dict[str, tuple[bool, str]] = {}
         self._models = LoadedModels()

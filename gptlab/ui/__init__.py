@@ -13,7 +13,7 @@ import matplotlib.pyplot  # noqa: F401  (imported once here: gradio's plot encod
 
 from gptlab.config import DEFAULT_PRESET, TrainConfig
 from gptlab.service import Lab
-from gptlab.ui import compare_tab, data_tab, sample_tab, train_tab
+from gptlab.ui import compare_tab, data_tab, experiments_tab, sample_tab, train_tab
 from gptlab.ui.common import session
 
 __all__ = ["build_demo", "launch", "main"]
@@ -30,10 +30,13 @@ def build_demo(lab: Lab) -> gr.Blocks:
             data = data_tab.build(TrainConfig.preset(DEFAULT_PRESET).tokenizer)
         with gr.Tab("Train"):
             train, live_events = train_tab.build(lab, who, data)
+            restore = train_tab.build_sharing(lab, who, train, data)
         with gr.Tab("Compare"):
             compare = compare_tab.build(lab, who)
         with gr.Tab("Sample"):
             sample = sample_tab.build(lab, who)
+        with gr.Tab("Experiments") as experiments_page:
+            experiments = experiments_tab.build(lab, who, data, train.preset, train.fields)
 
         preview = data_tab.wire_preview(lab, data, train.fields["block_size"])
         size_summary = train_tab.wire_size_summary(lab, train, data)
@@ -43,16 +46,20 @@ def build_demo(lab: Lab) -> gr.Blocks:
             choices = lab.run_choices(owner)
             return {sample.run: gr.update(choices=choices, value=run_id),
                     compare.run_a: gr.update(choices=choices, value=run_id),
-                    compare.run_b: gr.update(choices=choices)}
+                    compare.run_b: gr.update(choices=choices), **experiments.pickers(choices)}
 
         pickers = dict(fn=sync_pickers, inputs_kwargs={"run_id": train.runs, "owner": who.owner},
-                       outputs=[sample.run, compare.run_a, compare.run_b], api_visibility="private")
+                       outputs=[sample.run, compare.run_a, compare.run_b, experiments.run, experiments.against,
+                                experiments.overlay_runs], api_visibility="private")
         train.runs.change(**pickers)
         loaded = train_tab.attach_on_load(demo, lab, who, train)
         for event in (*live_events, loaded):
             event.then(**pickers)
         demo.load(**preview, api_visibility="private")
         demo.load(**size_summary)
+        demo.load(**restore)
+        experiments_page.select(**experiments.show_history, api_visibility="private")
+        experiments_tab.attach_on_load(demo, lab, who, experiments)
     return demo
 
 

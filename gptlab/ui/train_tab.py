@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 
 import gradio as gr
 
-from gptlab.config import DEFAULT_PRESET, MODEL_FORM, PRESETS, TRAIN_FORM, ModelConfig, TrainConfig
+from gptlab.config import DEFAULT_PRESET, MODEL_FORM, PRESETS, TRAIN_FORM, ModelConfig, TrainConfig, field_info
 from gptlab.insight.doctor import FIX_SETTINGS, KINDS
 from gptlab.insight.dynamics_plots import doctor_markdown
 from gptlab.service import START_FROM, X_AXES, Lab
@@ -125,7 +125,7 @@ def build(lab: Lab, session: Session, data: DataTab) -> tuple[TrainTab, list]:
         return {**{component: values[name] for name, component in settings.items()},
                 data.tokenizer: values["tokenizer"]}
 
-    tab.preset.change(use_preset, inputs_kwargs={"preset": tab.preset}, outputs=[*settings.values(), data.tokenizer],
+    tab.preset.input(use_preset, inputs_kwargs={"preset": tab.preset}, outputs=[*settings.values(), data.tokenizer],
                       api_visibility="private")
 
     @user_errors
@@ -254,3 +254,65 @@ def wire_size_summary(lab: Lab, tab: TrainTab, data: DataTab) -> dict:
                  outputs=[tab.size], api_visibility="private")
     gr.on([c.change for c in (*tab.fields.values(), data.tokenizer, data.vocab)], **event)
     return event
+
+
+def build_sharing(lab: Lab, session: Session, tab: TrainTab, data: DataTab) -> dict:
+    """Reproduce and share: the settings as a command, a file and a link; a link's settings are
+    restored on page load. Returns the restore event's arguments for demo.load."""
+    with gr.Accordion("Reproduce and share these settings", open=False):
+        with gr.Row():
+            command_button = gr.Button("Copy as command", elem_id="copy-command", min_width=120)
+            link_button = gr.Button("Share link", elem_id="share-link", min_width=120)
+            save_button = gr.Button("Save settings", min_width=120)
+            load = gr.UploadButton("Load settings", file_types=[".json"], type="filepath", elem_id="load-settings")
+        command = gr.Textbox(label="command", buttons=["copy"], interactive=False, elem_id="command")
+        saved = gr.File(label="settings file", visible=False)
+    values = {"preset": tab.preset, "tokenizer": data.tokenizer, **tab.fields}
+    filled = [tab.preset, data.tokenizer, *tab.fields.values()]
+
+    @user_errors
+    def as_command(preset, tokenizer, source, files, **settings):
+        return {command: lab.command(preset=preset, tokenizer=tokenizer, settings=settings, source=source, files=files)}
+
+    command_button.click(as_command, inputs_kwargs={**values, "source": data.source, "files": data.files},
+                         outputs=[command], api_name="command")
+
+    @user_errors
+    def as_link(preset, tokenizer, **settings):
+        return {command: "?" + lab.settings_link(preset=preset, tokenizer=tokenizer, settings=settings)}
+
+    link_button.click(as_link, inputs_kwargs=values, outputs=[command], api_name="settings_link")
+
+    @user_errors
+    def save(owner, preset, tokenizer, **settings):
+        path = lab.save_settings(owner=owner, preset=preset, tokenizer=tokenizer, settings=settings)
+        return {saved: gr.update(value=str(path), visible=True)}
+
+    save_button.click(save, inputs_kwargs={"owner": session.owner, **values}, outputs=[saved], api_name="save_settings")
+
+    def fill(found: dict | None) -> dict:
+        if found is None:  # an empty dict would read as one value: leave one component as it is
+            return {tab.preset: gr.update()}
+        # The preset's own event fires on a user's choice only (.input), so setting it here keeps the rest.
+        out = {tab.preset: found["preset"], data.tokenizer: found["tokenizer"]}
+        for name, component in tab.fields.items():
+            value = found[name]
+            out[component] = field_off(name) if value is None else value
+        return out
+
+    @user_errors
+    def load_file(upload):
+        return fill(lab.load_settings(upload=upload))
+
+    load.upload(load_file, inputs_kwargs={"upload": load}, outputs=filled, api_name="load_settings")
+
+    @user_errors
+    def restore(request: gr.Request):
+        return fill(lab.settings_from_link(query=dict(request.query_params) if request else {}))
+
+    return dict(fn=restore, inputs_kwargs={}, outputs=filled, api_visibility="private")
+
+
+def field_off(name: str):
+    """The form value that means "off" for a setting whose value is None."""
+    return field_info(ModelConfig if name in MODEL_FORM else TrainConfig, name).metadata["off"]
