@@ -145,6 +145,7 @@ class LiveView:
     dynamics: Figure | None
     sample: str
     runs: list[tuple[str, str]] | None  # (label, run id) of the owner's runs
+    snapshot_step: int | None = None  # the newest time-machine snapshot's step; None: unchanged, or none yet
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,12 @@ the live views only observe, so a refresh or a closed tab never stops a run.
 from gptlab.service.base import (CHECKPOINTS, NO_RUN_YET, OWNER_PATTERN, SOURCES, START_FROM, SWEEP_TEMPERATURES,
                                 UPLOADED, X_AXES, Limits)
 from gptlab.service.sampling import Sampling
+from gptlab.service.timeline import Timeline
 from gptlab.service.training import Training
 
 __all__ = ["CHECKPOINTS", "NO_RUN_YET", "OWNER_PATTERN", "SOURCES", "START_FROM", "SWEEP_TEMPERATURES", "UPLOADED",
            "X_AXES", "Lab", "Limits"]
 
 
-class Lab(Training, Sampling):
+class Lab(Training, Sampling, Timeline):
     """The whole service: each base class is one area of it (gptlab/service/*.py)."""

@@ -15,7 +15,8 @@ from gptlab import views
 from gptlab.checkpoint import best_or_last, zip_for_sharing
 from gptlab.config import ModelConfig, TrainConfig, vocab_size_for
 from gptlab.data import DataError, load_texts, prepare_data
-from gptlab.events import EvalEvent
+from gptlab.events import EvalEvent, SnapshotEvent
+from gptlab.insight.timeline import last_step
 from gptlab.plots import dynamics_figure, loss_figure
 from gptlab.runs import RunError
 from gptlab.service.base import NO_RUN_YET, SOURCES, START_FROM, X_AXES, LabBase
@@ -98,7 +99,7 @@ class Training(LabBase):
     # -- training ------------------------------------------------------------------------------
 
     def _view(self, owner: str, run_id: str, events: list, *, final: bool, loss: bool = True,
-              dynamics: bool = True) -> LiveView:
+              dynamics: bool = True, snapshots: bool = True) -> LiveView:
         info = self.registry.get(owner, run_id)
         log_scale, x = self._plot_prefs.get(owner, (False, "step"))
         vocab = info.model.get("vocab_size")
@@ -106,7 +107,8 @@ class Training(LabBase):
                         progress=round(100 * views.progress_fraction(info, events), 1),
                         loss=loss_figure(events, vocab, log_scale=log_scale, x=x) if loss else None,
                         dynamics=dynamics_figure(events) if dynamics else None,
-                        sample=views.latest_sample(events), runs=self.run_choices(owner) if final else None)
+                        sample=views.latest_sample(events), runs=self.run_choices(owner) if final else None,
+                        snapshot_step=last_step(events) if snapshots else None)
 
     def watch(self, owner: str, run_id: str) -> Iterator[LiveView]:
         """The live view of a run until it ends. Only observes: leaving stops nothing."""
@@ -129,7 +131,8 @@ class Training(LabBase):
                 final = first or not running
                 evaluated = any(isinstance(e, EvalEvent) for e in new)
                 yield self._view(owner, run_id, events, final=final, loss=final or evaluated or redraws % 2 == 0,
-                                 dynamics=final or redraws % 10 == 0)
+                                 dynamics=final or redraws % 10 == 0,
+                                 snapshots=final or any(isinstance(e, SnapshotEvent) for e in new))
                 first, redraws = False, redraws + 1
             if not running:
                 return
