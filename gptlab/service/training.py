@@ -146,7 +146,7 @@ class Training(LabBase):
             raise RunError(f"There is no run {run_id!r} in this browser session.")
         if not runs:
             yield LiveView(owner=owner, run_id=None, status=NO_RUN_YET, progress=0, loss=loss_figure([]),
-                           dynamics=dynamics_figure([]), sample="", runs=[])
+                           dynamics=dynamics_figure([]), sample="", runs=[], snapshot_step=0)
             return
         chosen = next((r for r in runs if r.id == run_id), None) or next((r for r in runs if r.status == "running"),
                                                                          runs[0])

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import gradio as gr
 
-from gptlab.config import DEFAULT_PRESET, MODEL_FORM, PRESETS, TRAIN_FORM, ModelConfig, TrainConfig
+from gptlab.config import DEFAULT_PRESET, MAX_STEPS, MODEL_FORM, PRESETS, TRAIN_FORM, ModelConfig, TrainConfig
 from gptlab.service import START_FROM, X_AXES, Lab
 from gptlab.views import LiveView
 from gptlab.ui.common import Session, user_errors
@@ -37,10 +37,11 @@ class TrainTab:
     sample: gr.Textbox
     prepare_downloads: gr.Button
     downloads: gr.File
+    time_machine: gr.Slider | None = None  # the time machine's step slider, whose range follows the run
 
     def live_outputs(self, session: Session) -> list:
         return [session.owner, session.run_id, self.status, self.progress, self.loss_plot, self.dynamics_plot,
-                self.sample, self.runs]
+                self.sample, self.runs] + ([self.time_machine] if self.time_machine is not None else [])
 
     def show(self, session: Session, view: LiveView) -> dict:
         """A live view as component updates; what did not change is left out, so it is not redrawn."""
@@ -52,6 +53,8 @@ class TrainTab:
             out[self.dynamics_plot] = view.dynamics
         if view.runs is not None:
             out[self.runs] = gr.update(choices=view.runs, value=view.run_id)
+        if view.snapshot_step is not None and self.time_machine is not None:
+            out[self.time_machine] = gr.update(maximum=max(1, view.snapshot_step))
         return out
 
 
@@ -96,7 +99,7 @@ def _layout() -> TrainTab:
 
 def build(lab: Lab, session: Session, data: DataTab) -> tuple[TrainTab, list]:
     """The tab and its wiring; also returns the events after which every run picker is refreshed."""
-    tab = _layout()
+    tab = replace(_layout(), time_machine=_time_machine_panel(lab, session))
     live = tab.live_outputs(session)
     settings = tab.fields
 
@@ -156,6 +159,29 @@ def build(lab: Lab, session: Session, data: DataTab) -> tuple[TrainTab, list]:
                                 outputs=[tab.downloads], api_name="downloads")
 
     return tab, [started, resumed, watched]
+
+
+def _time_machine_panel(lab: Lab, session: Session) -> gr.Slider:
+    """What the model wrote at each evaluation, from the same prompts: drag from step 0 (gibberish) on."""
+    with gr.Accordion("Time machine: from gibberish to words", open=True):
+        gr.Markdown("At every evaluation the run continues the same two prompts (its usual start, and a line "
+                    "of the validation text it never trains on). Drag the slider to any step and watch the "
+                    "text turn into words as the validation loss falls.")
+        with gr.Row():
+            # The live view narrows the range to the run's last snapshot; an API caller, whose session
+            # never got that update, may ask for any step (the nearest evaluation is shown).
+            step = gr.Slider(0, MAX_STEPS, value=0, step=1, label="step", elem_id="tm-step")
+            show = gr.Button("Show this step", elem_id="tm-show", scale=0, min_width=160)
+        view = gr.HTML(elem_id="tm-view")
+
+    @user_errors
+    def time_machine(owner, run_id, step):
+        return {view: lab.time_machine(owner=owner, run_id=run_id, step=step).html}
+
+    inputs = {"owner": session.owner, "run_id": session.run_id, "step": step}
+    show.click(time_machine, inputs_kwargs=inputs, outputs=[view], api_name="time_machine")
+    step.release(time_machine, inputs_kwargs=inputs, outputs=[view], api_visibility="private")
+    return step
 
 
 def _watcher(lab: Lab, session: Session, tab: TrainTab):
