@@ -16,8 +16,9 @@ NO_SNAPSHOTS = ("This run has no time-machine snapshots: it was trained before t
                 "snapshot tokens set to 0. Train a new run to watch its text go from gibberish to words.")
 NO_SNAPSHOTS_YET = "No snapshot yet: the first one comes with the run's first evaluation, at step 0."
 
+# A model that writes only newlines must not push the page down by 48 lines: the box scrolls instead.
 _STYLE = ("white-space: pre-wrap; font-family: monospace; margin: 0.2em 0 0.8em; padding: 0.4em; "
-          "border: 1px solid #8884; border-radius: 4px")
+          "border: 1px solid #8884; border-radius: 4px; max-height: 9em; overflow-y: auto")
 
 
 def message_html(text: str) -> str:

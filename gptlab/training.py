@@ -129,8 +129,8 @@ class TrainingRun:
         self._prompt = prompt_ids(self.data.tokenizer)
         self._sample_config = SampleConfig(max_new_tokens=train_config.sample_tokens, temperature=0.8,
                                            seed=train_config.seed)
-        self._snapshot_prompts = snapshot_prompts(self.data.tokenizer, self.data.dataset.splits["val"].tolist(),
-                                                  model_config.block_size)
+        val_head = self.data.dataset.splits["val"][:256].tolist()  # enough to find a line start in
+        self._snapshot_prompts = snapshot_prompts(self.data.tokenizer, val_head, model_config.block_size)
         self.trainer = Trainer(model, train_config, self.data.dataset, save=self._save, sample=self._sample,
                                device=device, on_step=step_hook, checkpoint_seconds=checkpoint_seconds,
                                snapshot=self._snapshot if train_config.snapshot_tokens else None)

@@ -62,7 +62,8 @@ def test_nearest_picks_the_closest_evaluation_and_the_earlier_of_a_tie(step, exp
 def test_nearest_of_an_empty_timeline_is_none_and_last_step_looks_from_the_end():
     assert nearest([], 3) is None
     assert last_step([eval_event(0)]) is None
-    assert last_step([snap(0, "a"), eval_event(10), snap(10, "a"), StepEvent(11, 3.0, 1e-3, 1.0, 64, 1.0, 0.1, None)]) == 10
+    events = [snap(0, "a"), eval_event(10), snap(10, "a"), StepEvent(11, 3.0, 1e-3, 1.0, 64, 1.0, 0.1, None)]
+    assert last_step(events) == 10
 
 
 def test_the_fixed_prompts_are_the_usual_one_and_a_validation_line():

@@ -108,7 +108,7 @@ class Training(LabBase):
                         loss=loss_figure(events, vocab, log_scale=log_scale, x=x) if loss else None,
                         dynamics=dynamics_figure(events) if dynamics else None,
                         sample=views.latest_sample(events), runs=self.run_choices(owner) if final else None,
-                        snapshot_step=last_step(events) if snapshots else None)
+                        snapshot_step=(last_step(events) or 0) if snapshots else None)
 
     def watch(self, owner: str, run_id: str) -> Iterator[LiveView]:
         """The live view of a run until it ends. Only observes: leaving stops nothing."""
