@@ -158,6 +158,8 @@ class TrainConfig(_Config):
                                    off=0, bounds=(1, 1_000_000))
     sample_interval: int = setting(500, "print a sample every this many steps (0: never)", bounds=(0, MAX_STEPS))
     sample_tokens: int = setting(200, "length of those samples in tokens", bounds=(1, 100_000))
+    snapshot_tokens: int = setting(48, "time machine: at every evaluation, continue two fixed prompts by this many "
+                                       "tokens, greedy and sampled (0: off)", bounds=(0, 1000))
     checkpoint_interval: int = setting(0, "also keep a checkpoint every this many steps (0: only best and last)",
                                        bounds=(0, MAX_STEPS))
     log_interval: int = setting(1, "report the training loss every this many steps", bounds=(1, MAX_STEPS))
@@ -290,7 +292,7 @@ class SampleConfig(_Config):
 MODEL_FORM = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "activation")
 TRAIN_FORM = ("batch_size", "grad_accum_steps", "learning_rate", "min_lr", "lr_schedule", "warmup_steps",
               "weight_decay", "beta1", "beta2", "grad_clip", "max_steps", "max_time", "eval_interval",
-              "eval_batches", "patience", "sample_interval", "seed", "precision")
+              "eval_batches", "patience", "sample_interval", "seed", "precision", "snapshot_tokens")
 SAMPLE_FORM = ("strategy", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "no_repeat_ngram_size",
                "num_beams", "length_penalty", "max_new_tokens", "seed", "stop")
 

@@ -97,6 +97,16 @@ class SampleEvent(Event):
 
 
 @dataclass(frozen=True)
+class SnapshotEvent(Event):
+    """The time machine: one fixed prompt continued by the model as it is at an evaluation, so a run's
+    timeline shows its text going from gibberish to words. One event per prompt and evaluation."""
+    val_loss: float
+    prompt: str
+    greedy: str  # the continuation alone, the likeliest token each time
+    sampled: str  # the continuation alone, drawn with a fixed seed
+
+
+@dataclass(frozen=True)
 class CheckpointEvent(Event):
     label: str  # "best", "last" or "step-000500"
     path: str
@@ -112,4 +122,5 @@ class DoneEvent(Event):
 
 
 KINDS: dict[str, type[Event]] = {cls.__name__.removesuffix("Event").lower(): cls
-                                 for cls in (StepEvent, EvalEvent, SampleEvent, CheckpointEvent, DoneEvent)}
+                                 for cls in (StepEvent, EvalEvent, SampleEvent, CheckpointEvent, DoneEvent,
+                                             SnapshotEvent)}

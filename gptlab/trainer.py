@@ -3,7 +3,9 @@
 It needs a model whose forward(x, y) returns (anything, loss), a data source with
 train_batch(batch_size, generator) and eval_batches(split, batch_size, count=...), and it yields
 typed events. Saving and sampling are callbacks, so the same loop serves the CLI and the app; so is
-`on_step`, called with the step number after every optimiser step (tests pace or hold runs with it).
+`on_step`, called with the step number after every optimiser step (tests pace or hold runs with it),
+and `snapshot`, called after every evaluation with the model: each (prompt, greedy, sampled) text it
+returns becomes a SnapshotEvent (the app's time machine).
 
 A crash loses little: `last` is saved at every evaluation and at least every `checkpoint_seconds`.
 The stop flag is looked at before every step, between micro-batches and between evaluation
@@ -16,18 +18,19 @@ import math
 import threading
 import time
 from contextlib import nullcontext
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 import torch.nn as nn
 
 from gptlab.config import TrainConfig
-from gptlab.events import CheckpointEvent, DoneEvent, EvalEvent, Event, SampleEvent, StepEvent
+from gptlab.events import CheckpointEvent, DoneEvent, EvalEvent, Event, SampleEvent, SnapshotEvent, StepEvent
 
 LAST = "last"  # the checkpoint a resume continues from (gptlab.runfolder names a run's folders)
 SaveFn = Callable[[str, dict[str, Any], dict[str, Any]], str]  # (label, trainer_state, metrics) -> path
 SampleFn = Callable[[nn.Module], str]
 StepHook = Callable[[int], None]  # (the step just taken) -> None
+SnapshotFn = Callable[[nn.Module], Sequence[tuple[str, str, str]]]  # model -> [(prompt, greedy, sampled)]
 
 # Saving a 30M-parameter model takes well under a second, so once a minute costs little; once a step
 # would cost more than the training.
@@ -105,7 +108,7 @@ class Trainer:
     def __init__(self, model: nn.Module, config: TrainConfig, data: DataSource, *,
                  save: SaveFn | None = None, sample: SampleFn | None = None, device: torch.device | None = None,
                  on_step: StepHook | None = None, checkpoint_seconds: float | None = CHECKPOINT_SECONDS,
-                 diverge_above: float | None = None):
+                 diverge_above: float | None = None, snapshot: SnapshotFn | None = None):
         if checkpoint_seconds is not None and not checkpoint_seconds > 0:
             raise ValueError(f"checkpoint_seconds must be a number of seconds above 0, or None to save last only "
                              f"at evaluations; got {checkpoint_seconds!r}.")
@@ -116,6 +119,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.data = data
         self.save_fn, self.sample_fn, self.on_step = save, sample, on_step
+        self.snapshot_fn = snapshot
         self.optimizer = make_optimizer(self.model, config, self.device)
         self.data_rng = torch.Generator().manual_seed(config.seed)
         self.step = 0
@@ -244,6 +248,8 @@ class Trainer:
     def _eval_events(self) -> Iterator[Event]:
         started = time.perf_counter()
         losses = self.evaluate()
+        # Part of the evaluation's cost, so a time budget keeps room for them at the end too.
+        texts = self.snapshot_fn(self.model) if self.snapshot_fn is not None else ()
         self._eval_seconds = time.perf_counter() - started
         is_best = losses["val"] < self.best_val_loss
         if is_best:
@@ -253,6 +259,8 @@ class Trainer:
         self.metrics.update(train_loss=losses["train"], val_loss=losses["val"], best_val_loss=self.best_val_loss)
         yield EvalEvent(self.step, losses["train"], losses["val"], math.exp(min(losses["train"], 50)),
                         math.exp(min(losses["val"], 50)), self.best_val_loss, is_best, self.tokens_seen, self.elapsed)
+        for prompt, greedy, sampled in texts:
+            yield SnapshotEvent(self.step, losses["val"], prompt, greedy, sampled)
         if is_best and self.step > 0:
             yield from self._save("best")
 

@@ -135,12 +135,15 @@ class TrainingRun:
         else:
             paths = [str(Path(p).resolve()) for p in data_paths or ()]
             self.extra = {"data": {**self.data.description, "paths": paths}, "stats": self.data.stats.as_dict()}
-        self.trainer = Trainer(model, train_config, self.data.dataset, save=self._save, sample=self._sample,
-                               device=device, on_step=step_hook, checkpoint_seconds=checkpoint_seconds,
-                               diverge_above=DIVERGED_FACTOR * math.log(model_config.vocab_size))
         self._prompt = prompt_ids(self.data.tokenizer)
         self._sample_config = SampleConfig(max_new_tokens=train_config.sample_tokens, temperature=0.8,
                                            seed=train_config.seed)
+        val_head = self.data.dataset.splits["val"][:256].tolist()  # enough to find a line start in
+        self._snapshot_prompts = snapshot_prompts(self.data.tokenizer, val_head, model_config.block_size)
+        self.trainer = Trainer(model, train_config, self.data.dataset, save=self._save, sample=self._sample,
+                               device=device, on_step=step_hook, checkpoint_seconds=checkpoint_seconds,
+                               diverge_above=DIVERGED_FACTOR * math.log(model_config.vocab_size),
+                               snapshot=self._snapshot if train_config.snapshot_tokens else None)
 
     def _keep_pasted(self, texts: Sequence[str]) -> list[Path]:
         folder = self.out_dir / "data"
@@ -170,6 +173,20 @@ class TrainingRun:
     def _sample(self, model) -> str:
         ids = list(generate(model, self._prompt, self._sample_config, eot=self.data.tokenizer.eot))
         return self.data.tokenizer.decode(self._prompt + ids)
+
+    def _snapshot(self, model) -> list[tuple[str, str, str]]:
+        """The time machine's texts at this evaluation: each fixed prompt continued greedily and by
+        sampling with the run's seed, so two runs of the same settings show the same timeline."""
+        n, tokenizer = self.train_config.snapshot_tokens, self.data.tokenizer
+        configs = (SampleConfig(strategy="greedy", max_new_tokens=n),
+                   SampleConfig(strategy="sample", max_new_tokens=n, temperature=0.8, seed=self.train_config.seed))
+        out = []
+        for prompt in self._snapshot_prompts:
+            shown = tokenizer.decode(prompt)
+            texts = [continuation(tokenizer, prompt, list(generate(model, prompt, c, eot=tokenizer.eot)))
+                     for c in configs]
+            out.append((shown, *texts))
+        return out
 
     def events(self, stop: threading.Event | None = None) -> Iterator[Event]:
         if self.resumed:
@@ -206,6 +223,33 @@ class TrainingRun:
                            self.data.baselines)
         except OSError:
             pass  # a full disk must not turn a run that has ended into a failure; the log holds the same
+
+
+def snapshot_prompts(tokenizer: Tokenizer, val_ids: Sequence[int], block_size: int) -> list[list[int]]:
+    """The time machine's fixed prompts: the run's usual sampling prompt, and a short piece of the
+    validation text (from its first line start), which the model never trains on. Both depend only on
+    the data, so a resumed run continues the same timeline."""
+    usual = prompt_ids(tokenizer)
+    length = max(1, min(16, block_size // 4))  # leaves most of the context for the continuation
+    newline = _newline_id(tokenizer)
+    starts = [i + 1 for i, t in enumerate(val_ids[:200]) if t == newline and i + 1 + length <= len(val_ids)]
+    start = starts[0] if starts else 0
+    prefix = list(val_ids[start:start + length])
+    return [usual] + ([prefix] if prefix and prefix != usual else [])
+
+
+def _newline_id(tokenizer: Tokenizer) -> int | None:
+    try:
+        ids = tokenizer.encode("\n")
+    except ValueError:  # a character vocabulary without a newline
+        return None
+    return ids[0] if len(ids) == 1 else None
+
+
+def continuation(tokenizer: Tokenizer, prompt: Sequence[int], new: Sequence[int]) -> str:
+    """The text that `new` adds after `prompt`, decoded together so no character is split at the seam."""
+    before, whole = tokenizer.decode(list(prompt)), tokenizer.decode(list(prompt) + list(new))
+    return whole[len(before):] if whole.startswith(before) else tokenizer.decode(list(new))
 
 
 def _resume_point(path: Path) -> Path:

@@ -197,6 +197,7 @@ class LiveView:
     sample: str
     runs: list[tuple[str, str]] | None  # (label, run id) of the owner's runs
     doctor: DoctorView | None = None  # the loss doctor's reading, redrawn with the dynamics figure
+    snapshot_step: int | None = None  # the newest time-machine snapshot's step; None: unchanged, or none yet
 
 
 @dataclass(frozen=True)

@@ -189,6 +189,9 @@ API = {
     "/sweep_watch": ["owner", "sweep_id"],
     "/sweep_resume": ["owner", "sweep_id"],
     "/sweep_cancel": ["owner", "sweep_id"],
+    "/time_machine": ["owner", "run_id", "step"],
+    "/timeline": ["owner", "run_id"],
+    "/compare_steps": ["owner", "run_id", "step_a", "step_b"],
 }
 
 
@@ -242,6 +245,17 @@ def test_training_streams_progress_until_finished(trained):
         assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image/")
     assert final[6].startswith("(step 20)\n")  # the latest sample
     assert [value for _, value in final[7]["choices"]] == [run_id] and final[7]["value"] == run_id
+
+
+def test_the_time_machine_follows_the_run_and_scrubs_its_timeline(server, trained):
+    owner, run_id, outs = trained
+    _, client = server
+    assert outs[-1][8]["maximum"] == 20  # the slider's range reaches the last snapshot
+    data, step_a, step_b = client.predict(owner, run_id, api_name="/timeline")
+    assert data["steps"] == [0, 10, 20] and data["message"] == "" and len(data["snapshots"]) == 3
+    assert "<b>step 10</b>" in client.predict(owner, run_id, 13, api_name="/time_machine")
+    left, right = client.predict(owner, run_id, 0, 20, api_name="/compare_steps")
+    assert "<b>step 0</b>" in left and "<b>step 20</b>" in right
 
 
 def test_stop_ends_the_stream_and_keeps_the_last_checkpoint(server):

@@ -385,6 +385,7 @@ BOUNDS = {
     TrainConfig: dict(batch_size=(1, 65_536), grad_accum_steps=(1, 65_536), warmup_steps=STEPS,
                       max_steps=(1, 1_000_000_000), eval_interval=(1, 1_000_000_000), eval_batches=(1, 100_000),
                       patience=(1, 1_000_000), sample_interval=STEPS, sample_tokens=(1, 100_000),
+                      snapshot_tokens=(0, 1000),
                       checkpoint_interval=STEPS, log_interval=(1, 1_000_000_000), seed=(0, 2**63 - 1)),
     SampleConfig: dict(max_new_tokens=(1, 100_000), top_k=(1, 1_048_576), no_repeat_ngram_size=(0, 65_536),
                        num_beams=(1, 64), seed=(0, 2**63 - 1)),

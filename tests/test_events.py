@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from gptlab.events import CheckpointEvent, DoneEvent, EvalEvent, Event, EventError, SampleEvent, StepEvent
+from gptlab.events import (CheckpointEvent, DoneEvent, EvalEvent, Event, EventError, SampleEvent, SnapshotEvent,
+                           StepEvent)
 
 EVENTS = [
     StepEvent(3, loss=2.5, lr=1e-3, grad_norm=0.75, tokens_seen=384, tokens_per_sec=1234.5, elapsed=1.5, eta=None),
@@ -18,6 +19,7 @@ EVENTS = [
     DoneEvent(4, status="finished", reason="reached max_steps (4)", tokens_seen=512, elapsed=3.0, best_val_loss=2.125),
     DoneEvent(0, status="stopped", reason="stopped by request at step 0", tokens_seen=0, elapsed=0.1,
               best_val_loss=None),
+    SnapshotEvent(0, val_loss=4.17, prompt="\n", greedy="eeeeeeee", sampled="x;Qk <b>&amp; ünï"),
 ]
 
 
@@ -30,7 +32,7 @@ def test_every_kind_round_trips_through_its_dict_and_json(event):
 
 
 def test_the_kinds_are_the_class_names():
-    assert [e.kind for e in EVENTS] == ["step", "step", "eval", "sample", "checkpoint", "done", "done"]
+    assert [e.kind for e in EVENTS] == ["step", "step", "eval", "sample", "checkpoint", "done", "done", "snapshot"]
     assert EVENTS[0].as_dict()["event"] == "step"
 
 
@@ -52,7 +54,7 @@ def test_an_unknown_kind_names_the_known_ones(kind):
     if kind is None:
         del d["event"]
     with pytest.raises(EventError, match=r"Unknown event kind .*must be one of 'step', 'eval', 'sample', "
-                                         r"'checkpoint', 'done'"):
+                                         r"'checkpoint', 'done', 'snapshot'"):
         Event.from_dict(d)
 
 

@@ -15,11 +15,12 @@ from gptlab.service.inside import Inside
 from gptlab.service.sampling import Sampling
 from gptlab.service.sharing import Sharing
 from gptlab.service.tokens import Tokens
+from gptlab.service.timeline import Timeline
 from gptlab.service.training import Training
 
 __all__ = ["CHECKPOINTS", "NO_RUN_YET", "OWNER_PATTERN", "SOURCES", "START_FROM", "SWEEP_TEMPERATURES", "UPLOADED",
            "X_AXES", "Lab", "Limits"]
 
 
-class Lab(Training, Sampling, Decoding, Dynamics, Inside, Tokens, Experiments, Sharing):
+class Lab(Training, Sampling, Decoding, Dynamics, Inside, Tokens, Timeline, Experiments, Sharing):
     """The whole service: each base class is one area of it (gptlab/service/*.py)."""

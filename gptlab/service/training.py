@@ -15,11 +15,12 @@ from gptlab import views
 from gptlab.checkpoint import best_or_last, zip_for_sharing
 from gptlab.config import ModelConfig, TrainConfig, vocab_size_for
 from gptlab.data import DataError, load_texts, prepare_data
-from gptlab.events import EvalEvent
+from gptlab.events import EvalEvent, SnapshotEvent
 from gptlab.insight.doctor import diagnose
 from gptlab.insight.dynamics_plots import doctor_view
 from gptlab.insight.token_views import comparison_html
 from gptlab.insight.tokens import compare_tokenizers
+from gptlab.insight.timeline import last_step
 from gptlab.plots import dynamics_figure, loss_figure
 from gptlab.runs import RunError
 from gptlab.service.base import NO_RUN_YET, SOURCES, START_FROM, X_AXES, LabBase
@@ -103,7 +104,7 @@ class Training(LabBase):
     # -- training ------------------------------------------------------------------------------
 
     def _view(self, owner: str, run_id: str, events: list, *, final: bool, loss: bool = True,
-              dynamics: bool = True) -> LiveView:
+              dynamics: bool = True, snapshots: bool = True) -> LiveView:
         info = self.registry.get(owner, run_id)
         log_scale, x = self._plot_prefs.get(owner, (False, "step"))
         vocab = info.model.get("vocab_size")
@@ -113,7 +114,8 @@ class Training(LabBase):
                         dynamics=dynamics_figure(events, info.train.get("grad_clip")) if dynamics else None,
                         sample=views.latest_sample(events), runs=self.run_choices(owner) if final else None,
                         doctor=doctor_view(diagnose(events, vocab or 2, info.train, info.model),
-                                           finished=info.status != "running") if dynamics else None)
+                                           finished=info.status != "running") if dynamics else None,
+                        snapshot_step=(last_step(events) or 0) if snapshots else None)
 
     def watch(self, owner: str, run_id: str) -> Iterator[LiveView]:
         """The live view of a run until it ends. Only observes: leaving stops nothing."""
@@ -136,7 +138,8 @@ class Training(LabBase):
                 final = first or not running
                 evaluated = any(isinstance(e, EvalEvent) for e in new)
                 yield self._view(owner, run_id, events, final=final, loss=final or evaluated or redraws % 2 == 0,
-                                 dynamics=final or redraws % 10 == 0)
+                                 dynamics=final or redraws % 10 == 0,
+                                 snapshots=final or any(isinstance(e, SnapshotEvent) for e in new))
                 first, redraws = False, redraws + 1
             if not running:
                 return
@@ -150,7 +153,7 @@ class Training(LabBase):
             raise RunError(f"There is no run {run_id!r} in this browser session.")
         if not runs:
             yield LiveView(owner=owner, run_id=None, status=NO_RUN_YET, progress=0, loss=loss_figure([]),
-                           dynamics=dynamics_figure([]), sample="", runs=[])
+                           dynamics=dynamics_figure([]), sample="", runs=[], snapshot_step=0)
             return
         chosen = next((r for r in runs if r.id == run_id), None) or next((r for r in runs if r.status == "running"),
                                                                          runs[0])

@@ -1,4 +1,4 @@
-"""The Compare tab: untrained against trained, a temperature sweep, and run against run."""
+"""The Compare tab: untrained against trained, a temperature sweep, run against run, and step against step."""
 
 from __future__ import annotations
 
@@ -104,6 +104,38 @@ def _surprise_map(lab: Lab, session: Session) -> None:
 
     button.click(surprise, inputs_kwargs={"owner": session.owner, "run_id": session.run_id, "passage": passage},
                  outputs=[untrained, trained, legend, note], api_name="surprise", **GENERATION)
+def _step_against_step(lab: Lab, session: Session) -> None:
+    """Two evaluations of the current run side by side, from its time machine (no model runs)."""
+    gr.Markdown("### Step against step")
+    load = gr.Button("Load the run's timeline", elem_id="steps-load")
+    with gr.Row():
+        step_a = gr.Dropdown([], label="step A", allow_custom_value=True, elem_id="step-a")
+        step_b = gr.Dropdown([], label="step B", allow_custom_value=True, elem_id="step-b")
+    button = gr.Button("Compare steps", elem_id="steps-compare")
+    with gr.Row():
+        view_a = gr.HTML(elem_id="step-a-view")
+        view_b = gr.HTML(elem_id="step-b-view")
+    with gr.Accordion("the timeline as data", open=False):
+        data = gr.JSON(elem_id="timeline-data", show_label=False)
+    run = {"owner": session.owner, "run_id": session.run_id}
+
+    @user_errors
+    def timeline(owner, run_id):
+        result = lab.timeline(owner=owner, run_id=run_id)
+        choices = [(f"{s:,}", s) for s in result.steps]
+        return {data: {"steps": result.steps, "snapshots": result.snapshots, "message": result.message},
+                step_a: gr.update(choices=choices, value=result.steps[0] if result.steps else None),
+                step_b: gr.update(choices=choices, value=result.steps[-1] if result.steps else None)}
+
+    load.click(timeline, inputs_kwargs=run, outputs=[data, step_a, step_b], api_name="timeline")
+
+    @user_errors
+    def compare_steps(owner, run_id, step_a, step_b):
+        result = lab.compare_steps(owner=owner, run_id=run_id, step_a=step_a, step_b=step_b)
+        return {view_a: result.html_a, view_b: result.html_b}
+
+    button.click(compare_steps, inputs_kwargs={**run, "step_a": step_a, "step_b": step_b}, outputs=[view_a, view_b],
+                 api_name="compare_steps")
 
 
 def build(lab: Lab, session: Session) -> CompareTab:
@@ -113,4 +145,5 @@ def build(lab: Lab, session: Session) -> CompareTab:
     _temperature_sweep(lab, session, common)
     run_a, run_b = _run_against_run(lab, session, common)
     _surprise_map(lab, session)
+    _step_against_step(lab, session)
     return CompareTab(prompt, seed, temperature, max_new_tokens, run_a, run_b)

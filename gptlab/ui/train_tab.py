@@ -6,7 +6,8 @@ from dataclasses import dataclass, field, replace
 
 import gradio as gr
 
-from gptlab.config import DEFAULT_PRESET, MODEL_FORM, PRESETS, TRAIN_FORM, ModelConfig, TrainConfig, field_info
+from gptlab.config import (DEFAULT_PRESET, MAX_STEPS, MODEL_FORM, PRESETS, TRAIN_FORM, ModelConfig, TrainConfig,
+                           field_info)
 from gptlab.insight.doctor import FIX_SETTINGS, KINDS
 from gptlab.insight.dynamics_plots import doctor_markdown
 from gptlab.service import START_FROM, X_AXES, Lab
@@ -42,10 +43,12 @@ class TrainTab:
     downloads: gr.File
     doctor: gr.Markdown | None = None  # the loss doctor's reading (see _doctor_panel)
     fixes: dict = field(default_factory=dict)  # diagnosis kind -> its "fill the settings" button
+    time_machine: gr.Slider | None = None  # the time machine's step slider, whose range follows the run
 
     def live_outputs(self, session: Session) -> list:
         return [session.owner, session.run_id, self.status, self.progress, self.loss_plot, self.dynamics_plot,
-                self.sample, self.runs, *([self.doctor] if self.doctor else []), *self.fixes.values()]
+                self.sample, self.runs, *([self.doctor] if self.doctor else []), *self.fixes.values(),
+                *([self.time_machine] if self.time_machine is not None else [])]
 
     def show(self, session: Session, view: LiveView) -> dict:
         """A live view as component updates; what did not change is left out, so it is not redrawn."""
@@ -57,6 +60,8 @@ class TrainTab:
             out[self.dynamics_plot] = view.dynamics
         if view.runs is not None:
             out[self.runs] = gr.update(choices=view.runs, value=view.run_id)
+        if view.snapshot_step is not None and self.time_machine is not None:
+            out[self.time_machine] = gr.update(maximum=max(1, view.snapshot_step))
         if view.doctor is not None and self.doctor is not None:
             out.update(self.show_doctor(view.doctor))
         return out
@@ -111,7 +116,7 @@ def _layout() -> TrainTab:
 
 def build(lab: Lab, session: Session, data: DataTab) -> tuple[TrainTab, list]:
     """The tab and its wiring; also returns the events after which every run picker is refreshed."""
-    tab = _layout()
+    tab = replace(_layout(), time_machine=_time_machine_panel(lab, session))
     with gr.Row():
         with gr.Column(scale=2, min_width=360):
             _lr_preview_panel(lab, tab)
@@ -227,6 +232,29 @@ def _doctor_panel(lab: Lab, session: Session, tab: TrainTab) -> dict:
         button.click(filler(kind), inputs_kwargs=run, outputs=[tab.fields[name] for name in FIX_SETTINGS],
                      api_visibility="private")
     return {"doctor": doctor, "fixes": fixes}
+
+
+def _time_machine_panel(lab: Lab, session: Session) -> gr.Slider:
+    """What the model wrote at each evaluation, from the same prompts: drag from step 0 (gibberish) on."""
+    with gr.Accordion("Time machine: from gibberish to words", open=True):
+        gr.Markdown("At every evaluation the run continues the same two prompts (its usual start, and a line "
+                    "of the validation text it never trains on). Drag the slider to any step and watch the "
+                    "text turn into words as the validation loss falls.")
+        with gr.Row():
+            # The live view narrows the range to the run's last snapshot; an API caller, whose session
+            # never got that update, may ask for any step (the nearest evaluation is shown).
+            step = gr.Slider(0, MAX_STEPS, value=0, step=1, label="step", elem_id="tm-step")
+            show = gr.Button("Show this step", elem_id="tm-show", scale=0, min_width=160)
+        view = gr.HTML(elem_id="tm-view")
+
+    @user_errors
+    def time_machine(owner, run_id, step):
+        return {view: lab.time_machine(owner=owner, run_id=run_id, step=step).html}
+
+    inputs = {"owner": session.owner, "run_id": session.run_id, "step": step}
+    show.click(time_machine, inputs_kwargs=inputs, outputs=[view], api_name="time_machine")
+    step.release(time_machine, inputs_kwargs=inputs, outputs=[view], api_visibility="private")
+    return step
 
 
 def _watcher(lab: Lab, session: Session, tab: TrainTab):

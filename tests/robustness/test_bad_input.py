@@ -19,12 +19,12 @@ from gptlab.data import DataError, TextTooShortError, TokenDataset, read_documen
 NUMBERS = ("int", "int | None", "float", "float | None")
 MODEL_AND_TRAIN = [(cls, f) for cls in (ModelConfig, TrainConfig) for f in fields(cls) if f.type in NUMBERS]
 SIZE_NAMES = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "batch_size", "grad_accum_steps", "max_steps",
-              "eval_interval", "eval_batches", "sample_interval", "sample_tokens", "warmup_steps",
+              "eval_interval", "eval_batches", "sample_interval", "sample_tokens", "snapshot_tokens", "warmup_steps",
               "checkpoint_interval", "log_interval", "patience")
 SIZES = [(cls, f) for cls, f in MODEL_AND_TRAIN if f.name in SIZE_NAMES]
 # Zero is a valid value of these (an "off", a rate, or a count that may be none).
 ZERO_OK = {"dropout", "weight_decay", "beta1", "beta2", "grad_clip", "min_lr", "warmup_steps", "sample_interval",
-           "checkpoint_interval", "seed"}
+           "checkpoint_interval", "seed", "snapshot_tokens"}
 TEXT = "the quick brown fox jumps over the lazy dog. a stitch in time saves nine.\n" * 30
 
 
