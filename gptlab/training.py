@@ -27,6 +27,7 @@ from gptlab.runfolder import (BEST, INIT, LAST, LOSS_PLOT, METRICS_FILE, newest_
                               resolve_checkpoint, run_folder_of, write_history)
 from gptlab.tokenizers import Tokenizer, prompt_ids
 from gptlab.trainer import CHECKPOINT_SECONDS, SaveError, StepHook, Trainer, pick_device
+from gptlab.tracking import TensorBoardLog, Tracker, hardware, tracked
 
 
 class TrainingRun:
@@ -128,6 +129,8 @@ class TrainingRun:
             self.extra = {"data": {**self.data.description, "paths": paths}, "stats": self.data.stats.as_dict()}
         self.trainer = Trainer(model, train_config, self.data.dataset, save=self._save, sample=self._sample,
                                device=device, on_step=step_hook, checkpoint_seconds=checkpoint_seconds)
+        self.extra["hardware"] = hardware(self.trainer.device, self.trainer.precision)  # for the run report
+        self.trackers: list[Tracker] = []
         self._prompt = prompt_ids(self.data.tokenizer)
         self._sample_config = SampleConfig(max_new_tokens=train_config.sample_tokens, temperature=0.8,
                                            seed=train_config.seed)
@@ -161,13 +164,15 @@ class TrainingRun:
         ids = list(generate(model, self._prompt, self._sample_config, eot=self.data.tokenizer.eot))
         return self.data.tokenizer.decode(self._prompt + ids)
 
-    def events(self, stop: threading.Event | None = None) -> Iterator[Event]:
+    def events(self, stop: threading.Event | None = None, trackers: Sequence[Tracker] = ()) -> Iterator[Event]:
+        """The run's events, each logged to metrics.jsonl, TensorBoard (<run>/tensorboard/) and `trackers`."""
         if self.resumed:
             self._continue_history()
         else:
             self._save(INIT, None, {})  # the untrained weights, for honest before/after comparisons
+        self.trackers = [TensorBoardLog(self.out_dir, read_events(self.out_dir) if self.resumed else ()), *trackers]
         with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as log:
-            for event in self.trainer.run(stop):
+            for event in tracked(self.trainer.run(stop), self.trackers):
                 try:
                     log.write(json.dumps(event.as_dict()) + "\n")
                     log.flush()
