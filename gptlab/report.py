@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,8 +230,14 @@ def write_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path
     report = run_report(run_dir)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # Each file whole or not at all: two requests may write the same report at once.
+    unique = secrets.token_hex(4)
     if report.loss_plot is not None:
-        shutil.copyfile(report.loss_plot, out / LOSS_PLOT)
+        shutil.copyfile(report.loss_plot, out / f".{LOSS_PLOT}.{unique}")
+        os.replace(out / f".{LOSS_PLOT}.{unique}", out / LOSS_PLOT)
+    else:
+        (out / LOSS_PLOT).unlink(missing_ok=True)  # from an earlier report of the same folder
     path = out / REPORT_FILE
-    path.write_text(report.markdown(), encoding="utf-8")
+    (out / f".{REPORT_FILE}.{unique}").write_text(report.markdown(), encoding="utf-8")
+    os.replace(out / f".{REPORT_FILE}.{unique}", path)
     return path

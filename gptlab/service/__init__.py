@@ -11,6 +11,7 @@ from gptlab.service.base import (CHECKPOINTS, NO_RUN_YET, OWNER_PATTERN, SOURCES
 from gptlab.service.decoding import Decoding
 from gptlab.service.dynamics import Dynamics
 from gptlab.service.inside import Inside
+from gptlab.service.report import Report
 from gptlab.service.sampling import Sampling
 from gptlab.service.training import Training
 
@@ -18,5 +19,5 @@ __all__ = ["CHECKPOINTS", "NO_RUN_YET", "OWNER_PATTERN", "SOURCES", "START_FROM"
            "X_AXES", "Lab", "Limits"]
 
 
-class Lab(Training, Sampling, Decoding, Dynamics, Inside):
+class Lab(Training, Sampling, Decoding, Dynamics, Inside, Report):
     """The whole service: each base class is one area of it (gptlab/service/*.py)."""
