@@ -89,13 +89,17 @@ class TensorBoardLog:
     """Event files in run_dir/tensorboard/, written through tensorboardX's record writer (its
     protobufs and CRC framing) in the training thread: tensorboardX's SummaryWriter queues events for a
     background thread, whose queue blocks the run for good once that thread dies of a full disk.
-    The file name carries no host name, since a Hub push publishes it."""
+    A step only keeps its event; they are encoded and written at evaluations, at the end, or every
+    MAX_PENDING events (tensorboardX's CRC is pure Python, ~0.1 ms an event: at a step that is a few
+    per cent of a tiny model's step time). The file name carries no host name: a Hub push publishes it."""
+
+    MAX_PENDING = 1000
 
     def __init__(self, run_dir: str | os.PathLike, history: Iterable[Event] = ()):
         """history: the events already in the run's log (a resumed run's), written first in place of
         whatever the folder held, so no step appears twice."""
         self.folder, self.problem = Path(run_dir) / TENSORBOARD_DIR, None
-        self._writer, self._t0 = None, time.time()
+        self._writer, self._t0, self._elapsed, self._pending = None, time.time(), 0.0, list(history)
         try:
             from tensorboardX.proto import event_pb2, summary_pb2
             from tensorboardX.record_writer import RecordWriter
@@ -104,20 +108,16 @@ class TensorBoardLog:
             self.problem = "tensorboardX is not installed (pip install tensorboardX), so no event files were written"
             return
         self._event_pb2, self._summary_pb2, self._text = event_pb2, summary_pb2, text
-        history = list(history)
-        elapsed = [e.elapsed for e in history if hasattr(e, "elapsed")]
+        elapsed = [e.elapsed for e in self._pending if hasattr(e, "elapsed")]
         self._t0 -= elapsed[-1] if elapsed else 0.0  # wall time = start + elapsed, before and after a resume
         self._guard(self._open, RecordWriter)
-        for event in history:
-            self._write(event)
-        if history:
-            self._guard(self._flush)
+        self._guard(self._flush)
 
     def _open(self, record_writer) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"events.out.tfevents.{int(self._t0):010d}.gptlab"
-        self._writer, self._elapsed = record_writer(str(self.folder / name)), 0.0
+        self._writer = record_writer(str(self.folder / name))
         start = self._event_pb2.Event(wall_time=self._t0, file_version="brain.Event:2")
         self._writer.write(start.SerializeToString())
 
@@ -128,39 +128,43 @@ class TensorBoardLog:
             action(*args)
         except OSError as e:  # the log is the record: the run goes on without event files
             self.problem = f"TensorBoard files could not be written ({e.strerror or e}); metrics.jsonl holds the run"
-            self._close_quietly()
+            self._pending = []
+            try:
+                if self._writer is not None:
+                    self._writer.close()
+            except OSError:
+                pass
+            self._writer = None
 
-    def _write(self, event: Event) -> None:
+    def _record(self, event: Event) -> bytes | None:
         self._elapsed = getattr(event, "elapsed", self._elapsed)
         values = [self._summary_pb2.Summary.Value(tag=tag, simple_value=v) for tag, v in scalars(event).items()]
         summary = self._summary_pb2.Summary(value=values) if values else None
         if isinstance(event, SampleEvent):
             summary = self._text(SAMPLE_TAG, event.text)
-        if summary is not None:
-            record = self._event_pb2.Event(wall_time=self._t0 + self._elapsed, step=event.step, summary=summary)
-            self._guard(lambda: self._writer.write(record.SerializeToString()))
+        if summary is None:
+            return None
+        return self._event_pb2.Event(wall_time=self._t0 + self._elapsed, step=event.step,
+                                     summary=summary).SerializeToString()
 
     def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for record in filter(None, map(self._record, pending)):
+            self._writer.write(record)
         self._writer.flush()
 
     def log(self, event: Event) -> None:
         if self._writer is None or self.problem is not None:
             return
-        self._write(event)
-        if isinstance(event, (EvalEvent, DoneEvent)):
+        self._pending.append(event)
+        if isinstance(event, (EvalEvent, DoneEvent)) or len(self._pending) >= self.MAX_PENDING:
             self._guard(self._flush)
 
     def close(self) -> None:
-        if self._writer is not None and self.problem is None:
+        if self._writer is not None:
+            self._guard(self._flush)
+        if self._writer is not None:
             self._guard(self._writer.close)
-        self._writer = None
-
-    def _close_quietly(self) -> None:
-        try:
-            if self._writer is not None:
-                self._writer.close()
-        except OSError:
-            pass
         self._writer = None
 
 
