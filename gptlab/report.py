@@ -72,10 +72,16 @@ _LINE_START = re.compile(r"^(\s*)([#+=>-]|\d+(?=[.)]))")
 
 def inline(value) -> str:
     """Text safe inside a line or a table cell: HTML made inert, Markdown's punctuation escaped,
-    line breaks turned into spaces, and nothing at its start that would make a heading or a list."""
-    text = " ".join(str(value).split())
-    text = _INLINE_SYNTAX.sub(r"\\\1", html.escape(text, quote=False))
-    return _LINE_START.sub(lambda m: m.group(1) + (m.group(2) + "\\" if m.group(2)[0].isdigit() else "\\" + m.group(2)), text)
+    line breaks turned into spaces."""
+    return _INLINE_SYNTAX.sub(r"\\\1", html.escape(" ".join(str(value).split()), quote=False))
+
+
+def paragraph(value) -> str:
+    """inline(value), with nothing at its start that would make it a heading, a list or a quote."""
+    def guard(m: re.Match) -> str:  # "12." becomes "12\.", "#" becomes "\#"
+        mark = m.group(2)
+        return m.group(1) + (mark + "\\" if mark[0].isdigit() else "\\" + mark)
+    return _LINE_START.sub(guard, inline(value))
 
 
 def fenced(text: str) -> str:
@@ -191,7 +197,7 @@ def _hardware(hw: dict) -> Section:
 def _data(data: dict, stats: dict) -> Section:
     if not data and not stats:
         return Section("Data", "Not recorded.")
-    out = [inline(data["description"]), ""] if isinstance(data.get("description"), str) else []
+    out = [paragraph(data["description"]), ""] if isinstance(data.get("description"), str) else []
     sources = [Path(str(p)).name for p in data.get("sources") or []]  # file names only: paths are private
     rows = [("sources", ", ".join(sources))] if sources else []
     rows += [(k, v) for k, v in data.items() if k not in ("sources", "paths", "description")]
