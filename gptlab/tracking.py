@@ -184,10 +184,13 @@ class TrackioLog:
             import trackio
         except ImportError:
             raise TrackerError("--tracker trackio needs the trackio package: pip install trackio") from None
-        self._trackio = trackio
-        self._run = trackio.init(project=project, name=run_name, config=config,
-                                 resume="allow" if resume else "never", embed=False,
-                                 auto_log_gpu=False, auto_log_cpu=False)
+        try:  # before the run starts, so a tracker that cannot start stops nothing half-way
+            self._run = trackio.init(project=project, name=run_name, config=config,
+                                     resume="allow" if resume else "never", embed=False,
+                                     auto_log_gpu=False, auto_log_cpu=False)
+        except Exception as e:
+            raise TrackerError(f"trackio could not start ({type(e).__name__}: {e}); train without "
+                               "--tracker trackio, or fix that first.") from None
 
     def log(self, event: Event) -> None:
         values = scalars(event)

@@ -229,6 +229,12 @@ def test_a_failing_trackio_stops_logging_and_the_run_goes_on(fake_trackio):
     assert "database is locked" in log.problem
 
 
+def test_a_trackio_that_cannot_start_is_an_error_before_the_run(fake_trackio):
+    sys.modules["trackio"].init = lambda **kw: (_ for _ in ()).throw(RuntimeError("database is locked"))
+    with pytest.raises(TrackerError, match=r"trackio could not start \(RuntimeError: database is locked\)"):
+        TrackioLog("run-1", {})
+
+
 def run_cli(argv) -> tuple[int, str]:
     err = io.StringIO()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
