@@ -184,6 +184,7 @@ class TrackioLog:
             import trackio
         except ImportError:
             raise TrackerError("--tracker trackio needs the trackio package: pip install trackio") from None
+        self._trackio = trackio
         try:  # before the run starts, so a tracker that cannot start stops nothing half-way
             self._run = trackio.init(project=project, name=run_name, config=config,
                                      resume="allow" if resume else "never", embed=False,
@@ -205,6 +206,9 @@ class TrackioLog:
         if self._run is not None:
             try:
                 self._run.finish()
+                current = getattr(getattr(self._trackio, "context_vars", None), "current_run", None)
+                if current is not None and current.get() is self._run:
+                    current.set(None)  # else trackio's exit hook finishes it a second time
             except Exception as e:
                 self.problem = self.problem or f"trackio could not finish the run ({type(e).__name__}: {e})"
             self._run = None

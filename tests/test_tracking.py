@@ -213,7 +213,9 @@ def fake_trackio(monkeypatch):
 
 def test_trackio_gets_init_log_and_finish(fake_trackio):
     events = [step(1), evaluation(1), SampleEvent(1, "text"), DoneEvent(1, "finished", "done", 100, 1.0, 1.5)]
-    assert list(tracked(events, [TrackioLog("run-1", {"model": {"n_layer": 2}}, resume=True)])) == events
+    log = TrackioLog("run-1", {"model": {"n_layer": 2}}, resume=True)
+    assert list(tracked(events, [log])) == events
+    assert log.problem is None
     (_, init), *logs, finish = fake_trackio
     assert init["project"] == "gptlab" and init["name"] == "run-1" and init["resume"] == "allow"
     assert init["config"] == {"model": {"n_layer": 2}}
