@@ -228,7 +228,7 @@ def _samples(events: list[Event]) -> Section:
     out = [f"{len(shown)} of {len(found)} samples."] if shown is not found else []
     for heading, text in shown:
         out += ["", f"**{inline(heading)}**", "", fenced(text)]
-    return Section("Samples", "\n".join(out))
+    return Section("Samples", "\n".join(out).lstrip("\n"))
 
 
 def write_report(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:

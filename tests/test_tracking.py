@@ -28,10 +28,11 @@ from gptlab.tracking import (EVAL_SCALARS, SAMPLE_TAG, STEP_SCALARS, TENSORBOARD
 from gptlab.training import TrainingRun
 
 ROOT = Path(__file__).resolve().parent.parent
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 
 def board(run_dir: Path):
+    """TensorBoard's own reader (requirements-dev.txt) over the run's event files."""
+    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     acc = event_accumulator.EventAccumulator(str(run_dir / TENSORBOARD_DIR), size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
     return acc
