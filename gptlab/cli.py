@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder for checkpoints and metrics (default: runs/<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue a stopped run (its folder or a checkpoint in it)")
     p.add_argument("--init-from", metavar="DIR", help="start from a checkpoint's weights (fine-tuning)")
+    p.add_argument("--tracker", choices=("none", "trackio"), default="none",
+                   help="also log to trackio (pip install trackio; `trackio show` opens it); TensorBoard files "
+                        "are always written in <run>/tensorboard")
     _add_config_flags(p, ModelConfig, skip=("vocab_size",))
     _add_config_flags(p, TrainConfig)
 
@@ -169,6 +172,7 @@ def _train(args, stop, received: list) -> int:
 
     from gptlab.events import CheckpointEvent, DoneEvent, EvalEvent, SampleEvent, StepEvent
     from gptlab.runfolder import describe_checkpoint
+    from gptlab.tracking import open_tracker
     from gptlab.training import TrainingRun
 
     if args.resume:
@@ -187,6 +191,8 @@ def _train(args, stop, received: list) -> int:
         run = (TrainingRun.fine_tune(args.init_from, model_config, train_config, out_dir, args.data) if args.init_from
                else TrainingRun.new(model_config, train_config, out_dir, args.data))
     out, stats = run.out_dir, run.data.stats
+    tracker = open_tracker(args.tracker, out.name, {"model": to_dict(run.model_config),
+                                                    "train": to_dict(run.train_config)}, resume=run.resumed)
     if run.resumed_from is not None:
         print(f"resuming from {describe_checkpoint(run.resumed_from)} in {run.resumed_from.parent}",
               file=sys.stderr)
@@ -194,7 +200,7 @@ def _train(args, stop, received: list) -> int:
           f"({stats.train_tokens:,} train / {stats.val_tokens:,} val), vocabulary {stats.vocab_size}\n"
           f"model: {run.model_config.num_params() / 1e6:.2f}M parameters, context {run.model_config.block_size}; "
           f"device {run.trainer.device}", file=sys.stderr)
-    events = run.events(stop)
+    events = run.events(stop, trackers=[tracker] if tracker else [])
     bar = None
     try:
         for event in events:
@@ -215,6 +221,8 @@ def _train(args, stop, received: list) -> int:
                 pass  # best/last are named in the closing lines
             elif isinstance(event, DoneEvent):
                 bar.close()
+                for problem in filter(None, (t.problem for t in run.trackers)):
+                    print(f"note: {problem}", file=sys.stderr)
                 if event.status in ("failed", "diverged"):
                     print(f"{event.status}: {event.reason}", file=sys.stderr)  # the reason says what to do
                     return 1
@@ -229,6 +237,7 @@ def _train(args, stop, received: list) -> int:
               "one", file=sys.stderr)
         return 130
     finally:
+        events.close()  # the trackers finish now, not whenever the generator is collected
         if bar is not None:
             bar.close()
     return 1

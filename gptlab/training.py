@@ -28,6 +28,7 @@ from gptlab.runfolder import (BEST, INIT, LAST, LOSS_PLOT, METRICS_FILE, newest_
                               resolve_checkpoint, run_folder_of, write_history)
 from gptlab.tokenizers import Tokenizer, prompt_ids
 from gptlab.trainer import CHECKPOINT_SECONDS, SaveError, StepHook, Trainer, pick_device
+from gptlab.tracking import TensorBoardLog, Tracker, hardware, tracked
 
 
 # A loss of ln(V) is a model guessing uniformly at random; twice that is a run that has blown up rather
@@ -144,6 +145,8 @@ class TrainingRun:
                                device=device, on_step=step_hook, checkpoint_seconds=checkpoint_seconds,
                                diverge_above=DIVERGED_FACTOR * math.log(model_config.vocab_size),
                                snapshot=self._snapshot if train_config.snapshot_tokens else None)
+        self.extra["hardware"] = hardware(self.trainer.device, self.trainer.precision)  # for the run report
+        self.trackers: list[Tracker] = []
 
     def _keep_pasted(self, texts: Sequence[str]) -> list[Path]:
         folder = self.out_dir / "data"
@@ -188,13 +191,15 @@ class TrainingRun:
             out.append((shown, *texts))
         return out
 
-    def events(self, stop: threading.Event | None = None) -> Iterator[Event]:
+    def events(self, stop: threading.Event | None = None, trackers: Sequence[Tracker] = ()) -> Iterator[Event]:
+        """The run's events, each logged to metrics.jsonl, TensorBoard (<run>/tensorboard/) and `trackers`."""
         if self.resumed:
             self._continue_history()
         else:
             self._save(INIT, None, {})  # the untrained weights, for honest before/after comparisons
+        self.trackers = [TensorBoardLog(self.out_dir, read_events(self.out_dir) if self.resumed else ()), *trackers]
         with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as log:
-            for event in self.trainer.run(stop):
+            for event in tracked(self.trainer.run(stop), self.trackers):
                 try:
                     log.write(json.dumps(event.as_dict()) + "\n")
                     log.flush()

@@ -15,6 +15,7 @@ from gptlab.config import ConfigError
 from gptlab.data import DataError
 from gptlab.runfolder import LOSS_PLOT, METRICS_FILE
 from gptlab.tokenizers import UnknownCharactersError
+from gptlab.tracking import TENSORBOARD_DIR
 from gptlab.training import TrainingRun
 
 
@@ -51,7 +52,7 @@ def copy_run(run_dir, tmp_path):
 
 def test_a_run_writes_init_best_last_and_a_log(tiny_run, tiny_data, tiny_text):
     run_dir = tiny_run
-    assert sorted(p.name for p in run_dir.iterdir()) == ["best", "init", "last", LOSS_PLOT, METRICS_FILE]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["best", "init", "last", LOSS_PLOT, METRICS_FILE, TENSORBOARD_DIR]
     init, best, last = (load_checkpoint(run_dir / n) for n in ("init", "best", "last"))
     assert init.step == 0 and not init.resumable  # the untrained weights, only for comparisons
     assert last.step == 20 and last.resumable and (run_dir / "last" / STATE_FILE).is_file()

@@ -16,11 +16,14 @@ from gptlab.checkpoint import BEST, INIT, LAST, Checkpoint, load_checkpoint
 from gptlab.config import to_dict
 from gptlab.hub.convert import CHARS_FILE
 from gptlab.hub.download import KNOWN_LICENSES, _is_local
+from gptlab.report import RunReport
 from gptlab.runfolder import LOSS_PLOT
 from gptlab.tokenizers import CharTokenizer
 
 METRIC_LABELS = {"train_loss": "Training loss", "val_loss": "Validation loss", "best_val_loss": "Best validation loss"}
 DATA_COUNTS = ("documents", "characters", "tokens", "train_tokens", "val_tokens", "vocab_used")
+# Report sections the card already has, in its own form.
+CARD_SKIPS_REPORT = ("Configuration", "Data", "Loss curve")
 CARD_SKIPS_TRAIN = ("device", "compile", "log_interval", "sample_interval", "sample_tokens", "checkpoint_interval")
 
 
@@ -64,7 +67,7 @@ def _table(rows: list[tuple[str, object]], header: str = "Setting") -> str:
 
 
 def model_card(checkpoint: Checkpoint | str | os.PathLike, *, repo_id: str | None = None,
-               loss_plot: str | None = None) -> str:
+               loss_plot: str | None = None, report: RunReport | None = None) -> str:
     """README.md text for a checkpoint's Hugging Face repository: YAML metadata, model and training
     settings, the training data, the final losses, the loss plot (loss_plot: a file name beside the
     README) and how to use the model.
@@ -73,7 +76,8 @@ def model_card(checkpoint: Checkpoint | str | os.PathLike, *, repo_id: str | Non
     "license"}; only the file names of sources are shown, never local paths), "stats" ({"train_tokens",
     "val_tokens", "vocab_used"}), "source" and "source_revision" (an imported model), "base_model" or
     "init_from" (where fine-tuning started) and "license". From checkpoint.metrics: train_loss, val_loss
-    and best_val_loss; any other number there is listed too."""
+    and best_val_loss; any other number there is listed too. `report` (the run's, gptlab.report) adds its
+    sections the card does not already have: the run's results, time, hardware and samples."""
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     cfg, char = ckpt.model_config, isinstance(ckpt.tokenizer, CharTokenizer)
     extra, metrics = ckpt.extra, ckpt.metrics
@@ -135,6 +139,8 @@ def model_card(checkpoint: Checkpoint | str | os.PathLike, *, repo_id: str | Non
         rows += [(k, v) for k, v in numbers.items() if k not in METRIC_LABELS and k != "step"]
         out += ["## Results", ""] + ([_table(rows, "Metric"), ""] if rows else [])
         out += [f"![Training and validation loss]({loss_plot})", ""] if loss_plot else []
+    if report is not None:
+        out += [report.markdown(level=2, skip=CARD_SKIPS_REPORT), ""]
 
     out += ["## How to use", "", "```python"]
     if char:

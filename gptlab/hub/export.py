@@ -20,13 +20,16 @@ from gptlab.checkpoint import CONFIG_FILE, WEIGHTS_FILE, Checkpoint, load_checkp
 from gptlab.hub.card import LOSS_PLOT, find_loss_plot, model_card
 from gptlab.hub.convert import CHARS_FILE, HubError, config_to_hf, to_hf_state_dict
 from gptlab.hub.hf_tokenizer import write_gpt2_tokenizer
+from gptlab.report import run_report
+from gptlab.runfolder import METRICS_FILE
 from gptlab.tokenizers import CharTokenizer, GPT2Tokenizer
+from gptlab.tracking import TENSORBOARD_DIR, event_files
 
 # Files an export may write. A push deletes these from the repository unless it uploads them again, so
 # nothing stale (say, GPT-2 tokenizer files beside a char model) outlives a new push; others are kept.
 EXPORT_FILES = ("model.safetensors", "model.safetensors.index.json", "model-*.safetensors", "vocab.json",
                 "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                "generation_config.json", "vocab_chars.json", "loss.png")
+                "generation_config.json", "vocab_chars.json", "loss.png", f"{TENSORBOARD_DIR}/*")
 
 
 def _write_export(ckpt: Checkpoint, folder: Path, repo_id: str | None) -> None:
@@ -41,14 +44,21 @@ def _write_export(ckpt: Checkpoint, folder: Path, repo_id: str | None) -> None:
     plot = find_loss_plot(ckpt.path)
     if plot is not None:
         shutil.copyfile(plot, folder / LOSS_PLOT)
-    card = model_card(ckpt, repo_id=repo_id, loss_plot=LOSS_PLOT if plot is not None else None)
+    run = ckpt.path.parent if (ckpt.path.parent / METRICS_FILE).is_file() else None
+    # The Hub finds tfevents files anywhere in a repository and opens its training-metrics tab on them.
+    for events in event_files(run) if run else []:
+        (folder / TENSORBOARD_DIR).mkdir(exist_ok=True)
+        shutil.copyfile(events, folder / TENSORBOARD_DIR / events.name)
+    card = model_card(ckpt, repo_id=repo_id, loss_plot=LOSS_PLOT if plot is not None else None,
+                      report=run_report(run) if run else None)
     (folder / "README.md").write_text(card, encoding="utf-8")
 
 
 def export_hf(checkpoint_dir, out_dir, *, repo_id: str | None = None) -> Path:
     """Write a gptlab checkpoint as a Hugging Face GPT-2 folder that transformers'
     GPT2LMHeadModel.from_pretrained(out_dir) loads: config.json, model.safetensors, README.md (the model
-    card; repo_id names the model in it) and loss.png when the run has one. GPT-2 BPE models also get
+    card; repo_id names the model in it, with the run's report) and loss.png and the TensorBoard event
+    files (tensorboard/) when the run has them. GPT-2 BPE models also get
     vocab.json, merges.txt and tokenizer_config.json for AutoTokenizer; char models get vocab_chars.json
     (a JSON list: token id = position). out_dir must be new, empty, or an earlier export; it is replaced
     whole. Returns out_dir."""

@@ -12,6 +12,7 @@ from gptlab.service.decoding import Decoding
 from gptlab.service.dynamics import Dynamics
 from gptlab.service.experiments import Experiments
 from gptlab.service.inside import Inside
+from gptlab.service.report import Report
 from gptlab.service.sampling import Sampling
 from gptlab.service.sharing import Sharing
 from gptlab.service.tokens import Tokens
@@ -22,5 +23,5 @@ __all__ = ["CHECKPOINTS", "NO_RUN_YET", "OWNER_PATTERN", "SOURCES", "START_FROM"
            "X_AXES", "Lab", "Limits"]
 
 
-class Lab(Training, Sampling, Decoding, Dynamics, Inside, Tokens, Timeline, Experiments, Sharing):
+class Lab(Training, Sampling, Decoding, Dynamics, Inside, Tokens, Timeline, Experiments, Sharing, Report):
     """The whole service: each base class is one area of it (gptlab/service/*.py)."""
