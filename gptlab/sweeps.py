@@ -62,8 +62,7 @@ class SweepInfo:
 class SweepQueue:
     def __init__(self, registry: RunRegistry, *, poll_s: float = 0.5, yield_s: float = 60.0):
         self.registry, self.poll_s, self.yield_s = registry, poll_s, yield_s
-        self.root = registry.root / SWEEPS_DIR
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = registry.root / SWEEPS_DIR  # made by the first sweep: a server without one leaves no trace
         self._lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
         self._cancels: dict[str, threading.Event] = {}
@@ -72,6 +71,7 @@ class SweepQueue:
     # -- disk -------------------------------------------------------------------------------------
 
     def _write(self, info: SweepInfo) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / f"{info.id}.json"
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(asdict(info)), encoding="utf-8")
