@@ -201,13 +201,22 @@ def unpack_upload(archive: str | os.PathLike, root: str | os.PathLike, *, max_by
     target = root / digest.hexdigest()[:32]
     if not target.is_dir():
         _unpack_checkpoint(archive, target, max_bytes)
-        uploads = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in uploads[keep:]:
+        uploads = sorted(filter(None, map(_unpacked_at, root.iterdir())), reverse=True)
+        for _, old in uploads[keep:]:
             shutil.rmtree(old, ignore_errors=True)
     if len(_UNPACKED) >= 64:
         _UNPACKED.pop(next(iter(_UNPACKED)))
     _UNPACKED[seen] = target
     return target
+
+
+def _unpacked_at(path: Path) -> tuple[float, Path] | None:
+    """(when, folder) of an unpacked upload; None for anything else, or a folder that another request's
+    unpacking renamed or removed while this one listed them."""
+    try:
+        return (path.stat().st_mtime, path) if path.is_dir() and not path.name.endswith(".tmp") else None
+    except OSError:
+        return None
 
 
 def _unsafe(name: str) -> bool:

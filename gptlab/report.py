@@ -20,16 +20,18 @@ from pathlib import Path
 from typing import Callable
 
 from gptlab.checkpoint import BEST, CONFIG_FILE, INIT, LAST
-from gptlab.events import DoneEvent, EvalEvent, Event, SampleEvent, StepEvent
+from gptlab.events import DoneEvent, EvalEvent, Event, SampleEvent, SnapshotEvent, StepEvent
 from gptlab.runfolder import LOSS_PLOT, METRICS_FILE, newest_checkpoint, read_events
 
 REPORT_FILE = "report.md"
 MAX_SAMPLES = 8  # a long run samples hundreds of times; the report shows the first, the last, and some between
 
-# A kind of sample the report shows: its event class -> (heading, text). Another kind (a snapshot at
-# each evaluation, say) is one more entry here.
+# A kind of sample the report shows: its event class -> (heading, text). The time machine's snapshots
+# show the prompt and its greedy continuation at each evaluation, with the validation loss then.
 SAMPLE_KINDS: dict[type[Event], Callable[[Event], tuple[str, str]]] = {
     SampleEvent: lambda e: (f"Step {e.step:,}", e.text),
+    SnapshotEvent: lambda e: (f"Step {e.step:,} (time machine, greedy; validation loss {e.val_loss:.3f})",
+                              e.prompt + e.greedy),
 }
 
 

@@ -250,7 +250,7 @@ def test_training_streams_progress_until_finished(trained):
 def test_the_time_machine_follows_the_run_and_scrubs_its_timeline(server, trained):
     owner, run_id, outs = trained
     _, client = server
-    assert outs[-1][8]["maximum"] == 20  # the slider's range reaches the last snapshot
+    assert outs[-1][-1]["maximum"] == 20  # the slider's range (the last live output) reaches the last snapshot
     data, step_a, step_b = client.predict(owner, run_id, api_name="/timeline")
     assert data["steps"] == [0, 10, 20] and data["message"] == "" and len(data["snapshots"]) == 3
     assert "<b>step 10</b>" in client.predict(owner, run_id, 13, api_name="/time_machine")
@@ -336,7 +336,8 @@ def test_preview_and_downloads_through_the_api(server, trained):
 
     owner, run_id, _ = trained
     files = client.predict(owner, run_id, api_name="/downloads")
-    assert [Path(f).name for f in files] == [f"gptlab-{run_id}-best.zip", "metrics.csv", "metrics.jsonl"]
+    assert [Path(f).name for f in files] == [f"gptlab-{run_id}-best.zip", "metrics.csv", "metrics.jsonl", "report.md",
+                                             "loss.png"]
     assert zipfile.is_zipfile(files[0]) and "config.json" in zipfile.ZipFile(files[0]).namelist()
 
 

@@ -89,11 +89,25 @@ def shot(page, name: str, tmp_path: Path) -> None:
     page.wait_for_function("""() => [...document.querySelectorAll('[data-testid=status-tracker]')]
         .every(t => t.offsetParent === null || t.classList.contains('hide'))""")
     page.wait_for_timeout(500)
+    save_shot(page, name, tmp_path)
+
+
+def save_shot(page, name: str, tmp_path: Path) -> None:
     path = tmp_path / f"{name}.png"
     page.screenshot(path=str(path))
-    if os.environ.get("GPTLAB_SCREENSHOTS"):
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, SCREENSHOTS / f"{name}.png")
+    for folder in filter(None, (SCREENSHOTS if os.environ.get("GPTLAB_SCREENSHOTS") else None,
+                                os.environ.get("GPTLAB_SHOT_DIR"))):  # the README's, or any folder, for a look
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, Path(folder) / f"{name}.png")
+
+
+def panel_shot(page, selector: str, name: str, tmp_path: Path) -> None:
+    """The viewport with the panel at `selector` scrolled to its top, once nothing is running."""
+    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid=status-tracker]')]
+        .every(t => t.offsetParent === null || t.classList.contains('hide'))""")
+    page.locator(selector).evaluate("e => window.scrollTo(0, e.getBoundingClientRect().top + window.scrollY - 90)")
+    page.wait_for_timeout(400)
+    save_shot(page, name, tmp_path)
 
 
 def test_upload_train_watch_stop_compare_sample(page, tmp_path):
@@ -168,3 +182,95 @@ def test_upload_train_watch_stop_compare_sample(page, tmp_path):
         timeout=60_000)
     assert page.locator("#output textarea").input_value().startswith("ROMEO:")
     shot(page, "sample", tmp_path)
+
+
+def test_every_insight_panel_and_a_sweep_on_the_run(page, tmp_path):
+    """Each teaching panel opened once on the run the test above trained (and stopped), a screenshot
+    of each; then a 2-value sweep on the Experiments tab, its table and overlay."""
+    from playwright.sync_api import expect
+
+    long = 120_000
+    # Data: the text as token chips, char and GPT-2 side by side; the n-gram baselines in the stats.
+    page.get_by_role("tab", name="Data").click()
+    expect(page.locator("#data-tokens .token").first).to_be_visible(timeout=long)
+    expect(page.locator("#data-stats")).to_contain_text("bigram")
+    panel_shot(page, "#data-tokens", "insight-tokens", tmp_path)
+
+    # Train: the learning-rate preview, the gradient norm, the loss doctor and the time machine.
+    page.get_by_role("tab", name="Train").click()
+    expect(page.locator("#lr-plot img")).to_be_visible(timeout=long)
+    expect(page.locator("#lr-text")).not_to_be_empty()
+    expect(page.locator("#doctor")).not_to_be_empty()
+    page.locator("#doctor-read").click()
+    expect(page.locator("#doctor")).to_contain_text(re.compile(r"Healthy|Not learning|Diverging|Overfitting|Spiky|slow"),
+                                                    timeout=long)
+    panel_shot(page, "#lr-plot", "insight-lr-doctor", tmp_path)
+    panel_shot(page, "#dyn-plot", "insight-grad-norm", tmp_path)
+    page.locator("#tm-show").click()
+    expect(page.locator("#tm-view")).to_contain_text("validation loss", timeout=long)
+    panel_shot(page, "#tm-step", "insight-time-machine", tmp_path)
+
+    # Compare: the surprise map, untrained and trained; two steps of the time machine side by side.
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#surprise-button").click()
+    expect(page.locator("#surprise-trained span").first).to_be_visible(timeout=long)
+    expect(page.locator("#surprise-untrained span").first).to_be_visible()
+    panel_shot(page, "#surprise-button", "insight-surprise", tmp_path)
+    page.locator("#steps-load").click()
+    expect(page.locator("#step-b input")).not_to_have_value("", timeout=long)
+    page.locator("#steps-compare").click()
+    expect(page.locator("#step-a-view")).to_contain_text("step 0", timeout=long)
+    panel_shot(page, "#steps-load", "insight-step-against-step", tmp_path)
+
+    # Sample: attention, logit lens, the next-token chart, tokens, memorisation, beams.
+    page.get_by_role("tab", name="Sample").click()
+    page.locator("#prompt textarea").fill("ROMEO: But")
+    page.locator("#attention-button").click()
+    expect(page.locator("#attention-plot img")).to_be_visible(timeout=long)
+    panel_shot(page, "#attention-layer", "insight-attention", tmp_path)
+    page.locator("#lens-button").click()
+    expect(page.locator("#lens-trained table")).to_be_visible(timeout=long)
+    expect(page.locator("#lens-untrained table")).to_be_visible()
+    panel_shot(page, "#lens-button", "insight-logit-lens", tmp_path)
+    page.locator("#next-chart").click()
+    expect(page.locator("#next-chart-plot img")).to_be_visible(timeout=long)
+    panel_shot(page, "#next-chart", "insight-next-token", tmp_path)
+    page.locator("#generate").click()
+    page.wait_for_function("() => document.querySelector('#output textarea').value.length > 40", timeout=long)
+    page.get_by_text("Tokens: how the model reads this text", exact=True).click()
+    expect(page.locator("#sample-tokens .token").first).to_be_visible(timeout=long)  # follows each generation
+    panel_shot(page, "#show-tokens", "insight-sample-tokens", tmp_path)
+    page.locator("#memorise").click()
+    expect(page.locator("#memorise-view")).to_contain_text(re.compile(r"8-grams|copied", re.I), timeout=long)
+    panel_shot(page, "#memorise", "insight-memorisation", tmp_path)
+    page.get_by_label("beam", exact=True).check()
+    page.locator("#beams").click()
+    expect(page.locator("#beams-table")).to_contain_text("1", timeout=long)
+    panel_shot(page, "#beams", "insight-beams", tmp_path)
+    page.get_by_label("greedy", exact=True).check()
+
+    # Experiments: a 2-value sweep of the Train tab's settings, then the history and the overlay.
+    page.get_by_role("tab", name="Experiments").click()
+    page.get_by_text("Your own sweep, seeds and the scaling lab", exact=True).click()
+    page.locator("#sweep-values textarea").fill("1e-3, 1e-2")
+    page.get_by_label("steps per run", exact=True).check()
+    budget = page.get_by_label("seconds or steps", exact=True)
+    budget.fill("20")
+    budget.press("Tab")
+    page.locator("#start-sweep").click()
+    expect(page.locator("#sweep-status")).to_contain_text("2 of 2 runs ended", timeout=240_000)
+    expect(page.locator("#sweep-table")).to_contain_text("★")
+    expect(page.locator("#sweep-plot img")).to_be_visible()
+    panel_shot(page, "#sweep-status", "experiments-sweep", tmp_path)
+    page.locator("#runs-refresh").click()
+    expect(page.locator("#runs-history")).to_contain_text("learning_rate", timeout=long)
+    panel_shot(page, "#runs-history", "experiments-history", tmp_path)
+    choose = page.locator("#overlay-runs input")
+    choose.click()
+    for _ in range(2):  # the first two runs of the list, as a keyboard user picks them
+        choose.press("ArrowDown")
+        choose.press("Enter")
+    choose.press("Escape")
+    page.locator("#overlay").click()
+    expect(page.locator("#overlay-plot img")).to_be_visible(timeout=long)
+    panel_shot(page, "#overlay-runs", "experiments-overlay", tmp_path)

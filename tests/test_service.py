@@ -218,8 +218,9 @@ def test_stop_and_resume_need_a_run(lab):
 
 def test_downloads_give_a_loadable_checkpoint_zip_and_the_metrics(trained, tmp_path):
     lab, owner, run_id, _ = trained
-    archive, metrics_csv, metrics_jsonl = lab.downloads(owner=owner, run_id=run_id)
+    archive, metrics_csv, metrics_jsonl, report, plot = lab.downloads(owner=owner, run_id=run_id)
     assert archive.name == f"gptlab-{run_id}-best.zip" and metrics_csv.name == "metrics.csv"
+    assert report.name == "report.md" and "## Results" in report.read_text(encoding="utf-8") and plot.name == "loss.png"
 
     shutil.unpack_archive(archive, tmp_path / "ckpt")
     checkpoint = load_checkpoint(tmp_path / "ckpt")

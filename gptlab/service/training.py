@@ -226,7 +226,7 @@ class Training(LabBase):
                            baselines=views.run_baselines(info), tokens_per_char=ratio)
 
     def downloads(self, *, owner: str | None, run_id: str | None) -> list[Path]:
-        """The run's best checkpoint as a zip, and its metrics as CSV and JSONL."""
+        """The run's best checkpoint as a zip, its metrics as CSV and JSONL, and its report (Markdown)."""
         if not run_id:
             raise RunError("There is no run yet; start one first.")
         owner = self.owner_or_new(owner)
@@ -243,4 +243,5 @@ class Training(LabBase):
         events = self.registry.events(owner, run_id)
         (out / "metrics.csv").write_text(views.metrics_csv(events), encoding="utf-8")
         (out / "metrics.jsonl").write_text("".join(json.dumps(e.as_dict()) + "\n" for e in events), encoding="utf-8")
-        return files + [out / "metrics.csv", out / "metrics.jsonl"]
+        report = self.report(owner=owner, run_id=run_id)  # Lab's Report part (service/report.py)
+        return files + [out / "metrics.csv", out / "metrics.jsonl", *report.files]

@@ -99,7 +99,7 @@ def _layout() -> TrainTab:
             with gr.Row():
                 runs = gr.Dropdown([], label="your runs", elem_id="runs", allow_custom_value=True)
             prepare = gr.Button("Prepare downloads")
-            downloads = gr.File(label="best checkpoint (.zip) and metrics", file_count="multiple")
+            downloads = gr.File(label="best checkpoint (.zip), metrics and the run report", file_count="multiple")
         with gr.Column(scale=3):
             status = gr.Markdown(elem_id="status")
             progress = gr.Slider(0, 100, value=0, label="progress (%)", interactive=False, buttons=[],

@@ -131,8 +131,8 @@ def test_the_cli_prints_the_one_line_and_exits_1(tmp_path, monkeypatch, text_fil
     disk = Disk(monkeypatch)
     real_events = TrainingRun.events
 
-    def events(self, stop=None):
-        for event in real_events(self, stop):
+    def events(self, stop=None, **kwargs):
+        for event in real_events(self, stop, **kwargs):
             if event.kind == "checkpoint" and event.label == "last":
                 disk.full = True  # the next save fails
             yield event
