@@ -65,11 +65,12 @@ def test_unknown_ids_never_match_and_long_copies_are_capped_at_the_depth():
     assert memorisation(index, corpus[:20]).capped
 
 
-def test_the_suffix_array_is_sorted_up_to_its_depth():
+@pytest.mark.parametrize("fast", [True, False], ids=["libdivsufsort", "numpy prefix doubling"])
+def test_the_suffix_array_is_sorted_up_to_its_depth(fast):
     rng = np.random.default_rng(1)
     tokens = np.tile(rng.integers(0, 4, 300), 3)  # repeats: long ties to refine
     for depth in (1, 5, 64, 2000):
-        index = build_index(tokens, depth=depth)
+        index = build_index(tokens, depth=depth, fast=fast)
         assert sorted(index.suffixes.tolist()) == list(range(tokens.size))
         prefixes = [tuple(tokens[s:s + depth]) for s in index.suffixes]
         assert prefixes == sorted(prefixes)
@@ -77,9 +78,9 @@ def test_the_suffix_array_is_sorted_up_to_its_depth():
 
 @settings(max_examples=60, deadline=None)
 @given(corpus=st.lists(st.integers(0, 3), min_size=0, max_size=60), query=st.lists(st.integers(0, 4), max_size=25),
-       depth=st.integers(1, 12))
-def test_the_fast_search_equals_the_naive_one(corpus, query, depth):
-    index = build_index(corpus, depth=depth)
+       depth=st.integers(1, 12), fast=st.booleans())
+def test_the_fast_search_equals_the_naive_one(corpus, query, depth, fast):
+    index = build_index(corpus, depth=depth, fast=fast)
     lengths, sources = matching_lengths(index, query)
     assert lengths.tolist() == naive_lengths(corpus, query, depth)
     for i, (k, s) in enumerate(zip(lengths, sources)):  # each reported source really holds the match
