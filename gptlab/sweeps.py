@@ -242,7 +242,7 @@ class SweepQueue:
                         point.run_id = ""
                 return self.registry.start(info.owner, model_config=ModelConfig.from_dict(point.model),
                                            train_config=TrainConfig.from_dict(point.train),
-                                           data_paths=info.data_paths or None, name=f"{info.name}: {point.label}",
+                                           data_paths=info.data_paths or None, name=_run_name(info, point),
                                            sweep=info.id)
             except BusyError:
                 time.sleep(self.poll_s)
@@ -251,6 +251,12 @@ class SweepQueue:
                 self._write(info)
                 return None
         return None
+
+
+def _run_name(info: SweepInfo, point: SweepPoint) -> str:
+    """The point's label, and the sweep's name where that says more (an exercise's, say)."""
+    plain = info.name in (" × ".join(info.axes), "")
+    return point.label if plain else f"{point.label} · {info.name}"
 
 
 def _keep_data(folder: Path, paths, texts) -> list[Path]:

@@ -548,7 +548,7 @@ def test_a_sweep_through_the_api_trains_each_value_and_fills_the_history(server)
     assert progress == 100 and "2 of 2 runs ended" in status
     rows = table["data"]
     assert [r[0] for r in rows] == ["learning_rate=0.001", "learning_rate=0.01"] and [r[-1] for r in rows].count("★") == 1
-    history = client.predict(owner=owner, against="", api_name="/runs_history")
+    history, *_ = client.predict(owner=owner, against="", api_name="/runs_history")
     assert len(history["data"]) == 2 and history["data"][0][-1].startswith("learning_rate 0.001 → 0.01")
     run_ids = [i.id for i in lab.registry.list(owner)]
     client.predict(owner=owner, run_ids=run_ids, x_axis="epoch", smoothing=0.3, api_name="/overlay")

@@ -47,6 +47,7 @@ def test_the_runs_table_lists_every_run_newest_first_with_its_changes(two):
     against = lab.runs_table(owner=owner, against=table.ids[0])
     assert against.rows[1][-1] == "learning_rate 0.01 → 0.003, sample_interval 2 → 0" and against.rows[0][-1] == "same settings"
     assert lab.runs_table(owner="someone-else-entirely-0000").rows == []
+    assert all("/" not in row[3] for row in table.rows)  # the data by file name, never a server path
     with pytest.raises(RunError, match="not in this browser's history"):
         lab.runs_table(owner=owner, against="0123456789abcdef")
 
@@ -222,3 +223,13 @@ def test_a_bad_settings_file_or_link_names_the_problem(lab, tmp_path):
         lab.load_settings(upload=None)
     with pytest.raises(ConfigError, match="n_layer in the link"):
         lab.settings_from_link(query={"n_layer": "lots"})
+
+
+def test_the_history_names_an_uploaded_file_without_its_server_folder(lab, tmp_path):
+    notes = tmp_path / "deep" / "folder" / "notes.txt"
+    notes.parent.mkdir(parents=True)
+    notes.write_text(TEXT, encoding="utf-8")
+    owner = list(lab.start(owner="", source=UPLOAD, files=[str(notes)], pasted="", tokenizer="char",
+                           start_from=SCRATCH, settings=tiny()))[-1].owner
+    row = lab.runs_table(owner=owner).rows[0]
+    assert row[3] == "01-notes.txt" and str(tmp_path) not in " ".join(row)

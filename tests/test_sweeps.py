@@ -42,7 +42,7 @@ def test_a_sweep_trains_its_runs_in_order_as_ordinary_runs(lab):
     assert [r.train["learning_rate"] for r in runs] == [1e-3, 3e-3, 1e-2]
     assert [r.status for r in runs] == ["finished"] * 3 and [p.status for p in info.points] == ["finished"] * 3
     assert runs[0].created < runs[1].created < runs[2].created
-    assert runs[0].name == "lr: learning_rate=0.001" and all(r.sweep == sweep_id for r in runs)
+    assert runs[0].name == "learning_rate=0.001 · lr" and all(r.sweep == sweep_id for r in runs)
     assert queue.list("alice")[0].id == sweep_id and queue.list("bob") == []
     with pytest.raises(RunError, match="no sweep"):
         queue.get("bob", sweep_id)

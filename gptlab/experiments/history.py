@@ -86,7 +86,13 @@ def read_run(folder: str | os.PathLike) -> RunRecord | None:
     return RunRecord(folder=folder, name=extra.get("name") or folder.name, **summarise(events),
                      started=snapshot.stat().st_mtime, model=model, train=train,
                      preset=extra.get("preset") or closest_preset(model, train),
-                     data=", ".join(extra.get("data", {}).get("sources", [])) or "?", stats=extra.get("stats", {}))
+                     data=_sources(extra), stats=extra.get("stats", {}))
+
+
+def _sources(extra: dict[str, Any]) -> str:
+    """The run's data by file name: the folder it lives in on the server is nobody's business."""
+    names = [Path(str(s)).name for s in extra.get("data", {}).get("sources", [])]
+    return ", ".join(dict.fromkeys(n for n in names if n)) or "?"
 
 
 def summarise(events: Sequence[Event]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ class RunsTable:
     headers: list[str]
     rows: list[list[str]]
     ids: list[str]  # the run id of each row
+    choices: list[tuple[str, str]]  # (label, run id) for the run pickers, newest first
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class Experiments(LabBase):
         if against and base is None:
             raise RunError("That run is not in this browser's history any more; pick another to compare against.")
         rows = history.table(history.with_changes(records, base))
-        return RunsTable(list(history.HEADERS), rows[::-1], ids[::-1])  # newest first, as the pickers list them
+        return RunsTable(list(history.HEADERS), rows[::-1], ids[::-1], self.run_choices(owner))  # newest first
 
     def rename_run(self, *, owner: str | None, run_id: str | None, name: str | None) -> str:
         if not run_id:

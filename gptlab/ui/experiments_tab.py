@@ -14,9 +14,9 @@ from gptlab.service import Lab
 from gptlab.service.experiments import BUDGETS, EXERCISES, SCALING_SIZES, SweepView
 from gptlab.ui.common import Session, user_errors
 from gptlab.ui.data_tab import DataTab
+from gptlab.ui.train_tab import LIVE  # a sweep's view observes its queue as a run's observes the run
 
 PREVIOUS = "the run before it"
-LIVE = dict(concurrency_limit=None, show_progress="hidden")  # observers: they wait on the queue, not the CPU
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class ExperimentsTab:
                 self.overlay_runs: gr.update(choices=choices)}
 
 
-def _history_panel(lab: Lab, session: Session):
+def _history_panel(lab: Lab, session: Session, overlay_runs: gr.Dropdown):
     gr.Markdown("### Your runs\nEvery run of this browser with the settings it was started with; **changes** "
                 "lists what each changed from the run before it, or from the run you pick.")
     with gr.Row():
@@ -52,9 +52,11 @@ def _history_panel(lab: Lab, session: Session):
     @user_errors
     def show(owner, against):
         result = lab.runs_table(owner=owner, against=against or None)
-        return {table: result.rows}
+        return {table: result.rows, run: gr.update(choices=result.choices),
+                overlay_runs: gr.update(choices=result.choices)}
 
-    shown = dict(fn=show, inputs_kwargs={"owner": session.owner, "against": against}, outputs=[table])
+    shown = dict(fn=show, inputs_kwargs={"owner": session.owner, "against": against},
+                 outputs=[table, run, overlay_runs])
     refresh.click(**shown, api_name="runs_history")
     against.change(**shown, api_visibility="private")
 
@@ -72,11 +74,10 @@ def _history_panel(lab: Lab, session: Session):
     return table, run, against, refresh, shown
 
 
-def _overlay_panel(lab: Lab, session: Session) -> gr.Dropdown:
+def _overlay_panel(lab: Lab, session: Session, runs: gr.Dropdown) -> None:
     gr.Markdown("### Overlay\nUp to 8 runs on one chart, whole runs, with their latest samples side by side.")
     with gr.Row():
-        runs = gr.Dropdown([], multiselect=True, max_choices=8, label="runs", allow_custom_value=True,
-                           elem_id="overlay-runs")
+        runs.render()
         x_axis = gr.Radio(list(X_AXES), value=X_AXES[0], label="x axis")
         smoothing = gr.Slider(0, 0.99, value=0.6, step=0.01, label="smoothing (EMA of the training loss)")
     button = gr.Button("Overlay", elem_id="overlay")
@@ -90,7 +91,6 @@ def _overlay_panel(lab: Lab, session: Session) -> gr.Dropdown:
 
     button.click(overlay, inputs_kwargs={"owner": session.owner, "run_ids": runs, "x_axis": x_axis,
                                          "smoothing": smoothing}, outputs=[plot, samples], api_name="overlay")
-    return runs
 
 
 def _sweep_outputs():
@@ -103,8 +103,11 @@ def _sweep_outputs():
 
 
 def build(lab: Lab, session: Session, data: DataTab, preset: gr.Dropdown, fields: dict) -> ExperimentsTab:
-    table, run, against, _, shown = _history_panel(lab, session)
-    overlay_runs = _overlay_panel(lab, session)
+    # Made here and placed by the overlay panel, so the history's refresh can update its choices too.
+    overlay_runs = gr.Dropdown([], multiselect=True, max_choices=8, label="runs", allow_custom_value=True,
+                               elem_id="overlay-runs", render=False)
+    table, run, against, _, shown = _history_panel(lab, session, overlay_runs)
+    _overlay_panel(lab, session, overlay_runs)
 
     gr.Markdown("### Sweeps\nOne click trains a run per value, one after another, with the Train tab's settings "
                 "and data and the same budget for each; the runs are ordinary runs.")
