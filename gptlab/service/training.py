@@ -27,6 +27,10 @@ from gptlab.service.base import NO_RUN_YET, SOURCES, START_FROM, X_AXES, LabBase
 from gptlab.views import LiveView, Preview
 
 
+# Polls between redraws of the live view's figures; bench/app_overhead.py measures what they cost.
+LOSS_EVERY, DYNAMICS_EVERY = 5, 30
+
+
 class Training(LabBase):
     # -- data ----------------------------------------------------------------------------------
 
@@ -132,13 +136,14 @@ class Training(LabBase):
             events += new
             running = info.status == "running"
             if new or first or not running:
-                # Drawing competes with training for the same two cores: the status text updates every
-                # poll, the loss plot every other one (and at each evaluation), the secondary figure
-                # every tenth.
+                # Drawing competes with training for the same two cores (a figure costs ~0.14 s to draw
+                # and encode): the status text updates every poll, the loss plot every LOSS_EVERY-th
+                # (and at each evaluation), the secondary figure and the doctor every DYNAMICS_EVERY-th.
                 final = first or not running
                 evaluated = any(isinstance(e, EvalEvent) for e in new)
-                yield self._view(owner, run_id, events, final=final, loss=final or evaluated or redraws % 2 == 0,
-                                 dynamics=final or redraws % 10 == 0,
+                yield self._view(owner, run_id, events, final=final,
+                                 loss=final or evaluated or redraws % LOSS_EVERY == 0,
+                                 dynamics=final or redraws % DYNAMICS_EVERY == 0,
                                  snapshots=final or any(isinstance(e, SnapshotEvent) for e in new))
                 first, redraws = False, redraws + 1
             if not running:
