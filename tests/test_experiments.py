@@ -356,3 +356,10 @@ def test_an_exploding_learning_rate_ends_as_diverged_and_the_sweep_goes_on(tmp_p
     assert records[3e-3].status == "finished" and records[3e-3].step == 6
     out = capsys.readouterr().out
     assert "diverged: the loss" in out and out.count("★") == 1
+
+
+def test_a_ladder_whose_loss_rises_with_size_fits_no_law_and_says_why():
+    n = np.array([1e4, 1e5, 1e6, 1e7])
+    with pytest.raises(ValueError, match="does not fall as the model grows"):
+        fit_power_law(n, [2.0, 2.1, 2.3, 2.4])
+    assert fit_power_law(n, 5 * n**-0.2 + 1).a > 0

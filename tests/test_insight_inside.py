@@ -31,7 +31,7 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="module")
 def upload(trained, tmp_path_factory):
     lab, owner, run_id, _ = trained
-    archive, _, _ = lab.downloads(owner=owner, run_id=run_id)
+    archive, *_ = lab.downloads(owner=owner, run_id=run_id)
     return str(archive)
 
 

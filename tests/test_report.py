@@ -67,8 +67,20 @@ def test_the_tiny_runs_report_holds_its_config_losses_plot_and_hardware(tiny_run
     assert "| tokens seen | 10,240 |" in page or "| tokens seen |" in page
 
 
+def without_snapshots(run_dir):
+    """The run's log without its time-machine snapshots (a run trained with --snapshot-tokens 0)."""
+    lines = (run_dir / METRICS_FILE).read_text(encoding="utf-8").splitlines()
+    (run_dir / METRICS_FILE).write_text("".join(f"{line}\n" for line in lines if '"snapshot"' not in line))
+
+
+def test_the_time_machine_snapshots_are_the_reports_samples(tiny_run, tmp_path):
+    body = run_report(copy_run(tiny_run, tmp_path)).section("Samples").body
+    assert "**Step 0 (time machine, greedy; validation loss" in body and "**Step 20 (time machine" in body
+
+
 def test_a_run_without_samples_plot_or_init_still_gets_a_report_that_says_so(tiny_run, tmp_path):
     run_dir = copy_run(tiny_run, tmp_path)
+    without_snapshots(run_dir)
     (run_dir / LOSS_PLOT).unlink()
     shutil.rmtree(run_dir / "init")
     out = tmp_path / "out"
@@ -134,16 +146,17 @@ def test_inline_and_fenced_are_inert_for_any_text():
 
 def test_long_runs_show_some_samples_and_other_kinds_of_sample_are_one_entry(tiny_run, tmp_path, monkeypatch):
     run_dir = copy_run(tiny_run, tmp_path)
+    without_snapshots(run_dir)
     append(run_dir, *[SampleEvent(21 + i, f"sample {i}") for i in range(30)])
     body = run_report(run_dir).section("Samples").body
     assert f"{MAX_SAMPLES} of 30 samples." in body and "sample 0\n" in body and "sample 29\n" in body
 
     @dataclass(frozen=True)
-    class SnapshotEvent(Event):  # what a later "time machine" might log
+    class NoteEvent(Event):  # some later kind of sample
         text: str
 
-    monkeypatch.setitem(report_module.SAMPLE_KINDS, SnapshotEvent, lambda e: (f"Snapshot at step {e.step}", e.text))
-    monkeypatch.setattr(report_module, "read_events", lambda run: [SnapshotEvent(5, "then")])
+    monkeypatch.setitem(report_module.SAMPLE_KINDS, NoteEvent, lambda e: (f"Snapshot at step {e.step}", e.text))
+    monkeypatch.setattr(report_module, "read_events", lambda run: [NoteEvent(5, "then")])
     body = run_report(run_dir).section("Samples").body
     assert "**Snapshot at step 5**" in body and "then" in body
 

@@ -49,6 +49,11 @@ def _solve(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[float, float, fl
     return float(a), float(c), float(residual @ residual)
 
 
+def _cost(x: np.ndarray, y: np.ndarray, alpha: float) -> float:
+    a, _, sse = _solve(x, y, alpha)
+    return sse if a > 0 else math.inf
+
+
 def fit_power_law(n: Sequence[float], loss: Sequence[float]) -> PowerLaw:
     """The least-squares fit of loss = a·n^(−α) + c; it needs three points of distinct n > 0."""
     x, y = np.asarray(n, dtype=float), np.asarray(loss, dtype=float)
@@ -61,12 +66,17 @@ def fit_power_law(n: Sequence[float], loss: Sequence[float]) -> PowerLaw:
     scale = float(np.exp(np.mean(np.log(x))))
     xs = x / scale
     grid = np.geomspace(*ALPHA_RANGE, 400)
-    errors = [_solve(xs, y, alpha)[2] for alpha in grid]
+    # A law whose loss rises with size (a < 0) fits some ladders best, and means nothing: only a > 0.
+    errors = [sse if a > 0 else math.inf for a, _, sse in (_solve(xs, y, alpha) for alpha in grid)]
+    if not math.isfinite(min(errors)):
+        raise ValueError("The loss does not fall as the model grows on this ladder, so no power law fits it: under "
+                         "this budget the larger models did not train long enough. Give every run the same number "
+                         "of steps (not seconds), or more of them.")
     best = int(np.argmin(errors))
     lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
     for _ in range(80):  # golden-section search between the grid neighbours of the best alpha
         m1, m2 = hi - GOLDEN * (hi - lo), lo + GOLDEN * (hi - lo)
-        if _solve(xs, y, m1)[2] < _solve(xs, y, m2)[2]:
+        if _cost(xs, y, m1) < _cost(xs, y, m2):
             hi = m2
         else:
             lo = m1

@@ -61,7 +61,8 @@ def test_downloads_work_when_the_runs_directory_is_outside_cwd_and_tmp(outside_r
         owner, run_id = client.predict(owner="", source="Paste text", files=None, pasted=TEXT, tokenizer="char",
                                        start_from="Scratch (random weights)", **TINY, api_name="/train")[:2]
         files = client.predict(owner=owner, run_id=run_id, api_name="/downloads")
-        assert [Path(f).name for f in files] == [f"gptlab-{run_id}-best.zip", "metrics.csv", "metrics.jsonl"]
+        assert [Path(f).name for f in files] == [f"gptlab-{run_id}-best.zip", "metrics.csv", "metrics.jsonl",
+                                                 "report.md", "loss.png"]
         assert "config.json" in zipfile.ZipFile(files[0]).namelist()
         # Only the downloads folder is served: the runs themselves (and the browser secret) are not.
         secret = outside_runs_dir / "runs" / ".browser-secret"
