@@ -36,7 +36,7 @@ def cmd_sweep(args) -> int:
     from gptlab.cli import _overrides
     from gptlab.experiments.history import read_run
     from gptlab.experiments.settings import Settings
-    from gptlab.experiments.sweep import RESULT_HEADERS, grid, parse_axis, results_table
+    from gptlab.experiments.sweep import RESULT_HEADERS, ended_badly, grid, parse_axis, results_table
     from gptlab.events import DoneEvent, EvalEvent
     from gptlab.training import TrainingRun
 
@@ -57,4 +57,6 @@ def cmd_sweep(args) -> int:
                 print(f"    {event.status}: {event.reason}", file=sys.stderr)
         records.append(read_run(run.out_dir))
     _print_table(RESULT_HEADERS, results_table(records))
+    for name, status, reason in ended_badly(records):
+        print(f"{name} {status}: {reason}")
     return 0

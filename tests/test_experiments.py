@@ -329,7 +329,7 @@ def test_the_sweep_command_trains_each_point_and_marks_the_best(tmp_path, tiny_t
 
 def test_a_failed_run_shows_its_reason_and_is_never_the_best():
     from gptlab.experiments.history import RunRecord
-    from gptlab.experiments.sweep import results_table
+    from gptlab.experiments.sweep import ended_badly, results_table
 
     def record(name, status, val, reason=""):
         return RunRecord(folder=None, name=name, status=status, reason=reason, started=0, model={}, train={},
@@ -338,7 +338,8 @@ def test_a_failed_run_shows_its_reason_and_is_never_the_best():
     rows = results_table([record("a", "finished", 2.0), record("b", "failed", math.nan, "the loss became nan"),
                           record("c", "finished", 1.5)])
     assert [r[-1] for r in rows] == ["", "", "★"]
-    assert rows[1][1] == "failed: the loss became nan" and rows[1][3] == "–"
+    assert rows[1][1] == "failed" and rows[1][3] == "–"
+    assert ended_badly([record("b", "failed", math.nan, "the loss became nan")]) == [("b", "failed", "the loss became nan")]
     assert rows[2][4] == f"{1.5 / math.log(2):.3f}" and rows[2][5] == f"{math.exp(1.5):.2f}"
 
 

@@ -124,7 +124,8 @@ def test_the_learning_rate_exercise_shows_the_explosion_safely(lab, monkeypatch)
     rows = {row[0]: row for row in views[-1].table}
     assert len(rows) == 3
     too_high = rows["learning_rate=1"]
-    assert too_high[1].startswith("diverged: the loss") and too_high[-1] != "★"
+    assert too_high[1] == "diverged" and too_high[-1] != "★"
+    assert "**learning_rate=1** diverged: the loss" in views[-1].status
     assert rows["learning_rate=0.003"][1] == "finished" and rows["learning_rate=3e-05"][1] == "finished"
     assert float(rows["learning_rate=0.003"][3]) < float(rows["learning_rate=3e-05"][3])
 

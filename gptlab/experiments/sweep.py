@@ -116,13 +116,22 @@ def grid(base: Settings, axes: Sequence[Axis], *, max_runs: int = MAX_RUNS) -> l
     return points
 
 
+BAD = ("failed", "diverged")
+
+
+def ended_badly(records: Sequence[Any]) -> list[tuple[str, str, str]]:
+    """(name, status, reason) of each run that failed or diverged: a reason is too long for a table cell."""
+    return [(r.name, r.status, r.reason) for r in records if r.status in BAD]
+
+
 RESULT_HEADERS = ("run", "status", "train loss", "val loss", "bits/char", "perplexity", "time", "tokens/s", "best")
 
 
 def results_table(records: Sequence[Any]) -> list[list[str]]:
     """A sweep's result under RESULT_HEADERS: the final losses of each run (history.RunRecord), the
-    lowest validation loss marked; a failed run shows its reason in place of losses."""
-    finite = [r.val_loss for r in records if r.val_loss is not None and math.isfinite(r.val_loss)]
+    lowest validation loss of the runs that did not blow up marked (`ended_badly` gives their reasons)."""
+    finite = [r.val_loss for r in records if r.val_loss is not None and math.isfinite(r.val_loss)
+              and r.status not in BAD]
     best = min(finite) if finite else None
 
     def number(value, fmt: str) -> str:
@@ -132,10 +141,9 @@ def results_table(records: Sequence[Any]) -> list[list[str]]:
     for r in records:
         minutes, seconds = divmod(int(round(r.elapsed)), 60)
         ppl = math.exp(min(r.val_loss, 50)) if r.val_loss is not None else None
-        status = f"{r.status}: {r.reason}" if r.status in ("failed", "diverged") else r.status
         bpc = r.val_loss * r.stats["tokens"] / r.stats["characters"] / math.log(2) if (
             r.val_loss is not None and r.stats.get("tokens") and r.stats.get("characters")) else None
-        rows.append([r.name, status, number(r.train_loss, ".4f"), number(r.val_loss, ".4f"), number(bpc, ".3f"),
+        rows.append([r.name, r.status, number(r.train_loss, ".4f"), number(r.val_loss, ".4f"), number(bpc, ".3f"),
                      number(ppl, ".2f"), f"{minutes}:{seconds:02d}", number(r.tokens_per_sec, ",.0f"),
                      "★" if best is not None and r.val_loss == best else ""])
     return rows

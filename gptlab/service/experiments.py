@@ -16,7 +16,7 @@ from gptlab.experiments import compare, history
 from gptlab.experiments.figures import MAX_OVERLAY, overlay_figure, scaling_figure
 from gptlab.experiments.scaling import fit_power_law, predict
 from gptlab.experiments.settings import Settings
-from gptlab.experiments.sweep import axis, grid, results_table
+from gptlab.experiments.sweep import axis, ended_badly, grid, results_table
 from gptlab.runs import RunError
 from gptlab.service.base import LabBase
 from gptlab.sweeps import ACTIVE
@@ -237,6 +237,7 @@ class Experiments(LabBase):
                          f"({spread.low:.4f} to {spread.high:.4f})")
         failed = [p for p in info.points if p.status == "failed" and not p.run_id]
         lines += [f"{p.label} could not start: {p.reason}" for p in failed]
+        lines += [f"**{name}** {status}: {reason}" for name, status, reason in ended_badly(records)]
         return SweepView(info.id, "  \n".join(lines), round(100 * info.done / len(info.points), 1),
                          results_table(records), figure, scaling)
 
