@@ -9,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from gptlab.experiments.compare import Curve
 from gptlab.experiments.scaling import PowerLaw, Prediction
@@ -68,6 +69,10 @@ def scaling_figure(sizes: Sequence[float], losses: Sequence[float], fit: PowerLa
                     fmt="s", color="C3", capsize=5, label=f"predicted at {prediction.n:,.0f}: {prediction.loss:.3f}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    # Losses span a narrow range, where log ticks would read "2.5×10⁰": plain numbers instead.
+    plain = FuncFormatter(lambda v, _: f"{v:.2f}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.set_xlabel("parameters (without embeddings)")
     ax.set_ylabel("final validation loss")
     ax.set_title("Scaling lab: loss against model size, with the fitted power law", fontsize=10)
