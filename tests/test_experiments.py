@@ -110,9 +110,9 @@ def test_a_url_without_settings_restores_nothing():
 
 @pytest.mark.parametrize("query, says", [
     ("preset=tiny&n_layer=2.5", "n_layer in the link must be a whole number"),
-    ("learning_rate=fast", "learning_rate in the link must be a float"),
-    ("learning_rate=nan", "learning_rate in the link must be a float"),
-    ("bias=maybe", "bias in the link must be a bool"),
+    ("learning_rate=fast", "learning_rate in the link must be a number"),
+    ("learning_rate=nan", "learning_rate in the link must be a number"),
+    ("bias=maybe", "bias in the link must be true or false"),
     ("colour=red", "Unknown setting(s): colour"),
     ("preset=nope", "Unknown preset"),
     ("dropout=1.5", "dropout must be in [0, 1)"),
@@ -292,7 +292,7 @@ def test_a_sweep_is_the_grid_of_its_axes_first_axis_slowest():
     (["learning_rate=1,2,3,4,5,6,7"], "between 2 and 6 values"),
     (["colour=1,2"], "'colour' cannot be swept"),
     (["learning_rate"], "--set needs a setting and its values"),
-    (["n_layer=2,2.5"], "n_layer in the link must be a whole number"),
+    (["n_layer=2,2.5"], "n_layer in the sweep must be a whole number, got '2.5'. Fix the sweep"),
     (["model_size=2x32,big"], "layers x width"),
     (["dropout=0.1,0.1"], "repeat"),
     (["learning_rate=1e-3,2e-3,3e-3,4e-3", "n_layer=1,2,3,4"], "4 x 4 = 16 runs; this server runs at most 12"),

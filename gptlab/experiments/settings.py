@@ -170,7 +170,7 @@ def settings_from_query(query: str | Mapping[str, str]) -> Settings | None:
     return Settings.of(preset or DEFAULT_PRESET, {name: _parse(name, text) for name, text in values.items()})
 
 
-def _parse(name: str, text: str) -> Any:
+def _parse(name: str, text: str, where: str = "the link") -> Any:
     kind = _field_type(name).removesuffix(" | None")
     off = _off_value(name)
     try:
@@ -190,6 +190,7 @@ def _parse(name: str, text: str) -> Any:
         else:
             return text
     except ValueError:
-        raise ConfigError(f"{name} in the link must be a {'whole number' if kind == 'int' else kind}, got "
-                          f"{text!r}. Fix the link, or set it on the Train tab.") from None
+        what = {"int": "a whole number", "float": "a number", "bool": "true or false"}[kind]
+        raise ConfigError(f"{name} in {where} must be {what}, got {text!r}. Fix {where}, or set it on the "
+                          "Train tab.") from None
     return None if off is not None and value == off else value

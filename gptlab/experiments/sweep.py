@@ -55,7 +55,7 @@ def axis(name: str, values: Sequence[Any]) -> Axis:
     if not MIN_VALUES <= len(values) <= MAX_VALUES:
         raise ConfigError(f"Give {name} between {MIN_VALUES} and {MAX_VALUES} values, separated by commas; "
                           f"got {len(values)}.")
-    parsed = tuple(_model_size(v) if name == "model_size" else _parse(name, str(v)) for v in values)
+    parsed = tuple(_model_size(v) if name == "model_size" else _parse(name, str(v), "the sweep") for v in values)
     if len(set(parsed)) != len(parsed):
         raise ConfigError(f"The values of {name} repeat; give each value once.")
     return Axis(name, parsed)
