@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from gptlab.config import ModelConfig
 from gptlab.insight.model_views import surprise_html, surprise_legend
-from gptlab.insight.surprise import (Surprise, SurpriseError, bits_per_character, cap_passage, surprise,
-                                     token_losses, token_pieces)
+from gptlab.insight.baselines import bits_per_character
+from gptlab.insight.surprise import Surprise, SurpriseError, cap_passage, surprise, token_losses, token_pieces
 from gptlab.model import GPT
 from gptlab.tokenizers import build_tokenizer
 
@@ -54,14 +54,14 @@ def test_per_token_losses_sum_to_the_models_cross_entropy(kind, gpt2, char):
 
 def test_bits_per_character_by_hand():
     # 4 tokens each guessed uniformly among 16: 4 bits a token, 16 bits over 8 characters = 2 bits each.
-    assert bits_per_character(4 * math.log(16), 8) == pytest.approx(2.0)
+    assert bits_per_character(math.log(16), 4 / 8) == pytest.approx(2.0)
     known = Surprise(ids=(0, 1, 2), pieces=("a", "bc", "d"), losses=(math.log(8), math.log(2)), vocab_size=16)
     assert known.characters == 3  # the scored tokens only: "bc" and "d"
     assert known.bits == pytest.approx((3.0, 1.0))
     assert known.bits_per_character == pytest.approx(4 / 3)
     assert known.random_guess_bits == pytest.approx(4.0)
     with pytest.raises(SurpriseError, match="no characters"):
-        bits_per_character(1.0, 0)
+        Surprise(ids=(0, 1), pieces=("a", ""), losses=(1.0,), vocab_size=16).bits_per_character
 
 
 def test_token_pieces_join_back_to_the_passage_even_when_bpe_splits_a_character(gpt2):

@@ -7,7 +7,6 @@ before it to be predicted from, so it is context only and is not scored.
 
 from __future__ import annotations
 
-import codecs
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -15,6 +14,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from gptlab.insight.baselines import bits_per_character
+from gptlab.insight.tokens import pieces_of
 from gptlab.model import GPT
 from gptlab.tokenizers import Tokenizer
 
@@ -23,22 +24,10 @@ class SurpriseError(ValueError):
     pass
 
 
-def bits_per_character(total_nats: float, characters: int) -> float:
-    """Nats to bits (÷ ln 2), shared out over the characters: comparable across tokenizers, since a
-    BPE token holds several characters and a char token one."""
-    if characters <= 0:
-        raise SurpriseError("There are no characters to share the loss over; give a longer passage.")
-    return total_nats / characters / math.log(2)
-
-
 def token_pieces(tokenizer: Tokenizer, ids: Sequence[int]) -> tuple[str, ...]:
-    """Each token's text. A character split across BPE tokens belongs to the token that completes it
-    (the earlier ones get ""), so the pieces join to the passage exactly."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    pieces = [decoder.decode(tokenizer.decode_bytes([i])) for i in ids]
-    if pieces:
-        pieces[-1] += decoder.decode(b"", final=True)
-    return tuple(pieces)
+    """Each token's text, as the token view shows it: a character split across BPE tokens belongs to
+    the token that completes it (the earlier ones get ""), so the pieces join to the passage exactly."""
+    return tuple(piece.text for piece in pieces_of(tokenizer, ids))
 
 
 @dataclass(frozen=True)
@@ -68,7 +57,10 @@ class Surprise:
 
     @property
     def bits_per_character(self) -> float:
-        return bits_per_character(self.total_nats, self.characters)
+        """The loss in bits shared out over the characters: comparable across tokenizers."""
+        if self.characters <= 0:
+            raise SurpriseError("There are no characters to share the loss over; give a longer passage.")
+        return bits_per_character(self.mean_nats, len(self.losses) / self.characters)
 
     @property
     def random_guess_bits(self) -> float:

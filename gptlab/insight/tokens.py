@@ -52,6 +52,13 @@ def token_pieces(tokenizer, text: str, limit: int | None = None) -> TokenView:
     if truncated:
         text = text[:limit]
     ids = tokenizer.encode(text)
+    return TokenView(tokenizer=getattr(tokenizer, "name", "?"), pieces=pieces_of(tokenizer, ids), count=len(ids),
+                     characters=len(text), truncated=truncated)
+
+
+def pieces_of(tokenizer, ids) -> tuple[TokenPiece, ...]:
+    """Each token of `ids` as the characters its bytes complete (see the module's docstring), so the
+    texts join back to the decoded text exactly; the surprise map colours these same pieces."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     pieces = []
     for i in ids:
@@ -63,8 +70,7 @@ def token_pieces(tokenizer, text: str, limit: int | None = None) -> TokenView:
     if tail and pieces:
         last = pieces[-1]
         pieces[-1] = TokenPiece(last.id, last.text + tail, last.bytes_hex)
-    return TokenView(tokenizer=getattr(tokenizer, "name", "?"), pieces=tuple(pieces), count=len(ids),
-                     characters=len(text), truncated=truncated)
+    return tuple(pieces)
 
 
 @dataclass(frozen=True)
