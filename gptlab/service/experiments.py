@@ -31,6 +31,7 @@ EXERCISES: dict[str, tuple[str, Any, tuple[str, float]]] = {
     "train longer": ("max_steps", lambda s: [250, 1000, 3000], (BUDGETS[1], 0)),
 }
 SCALING_SIZES = "2x32, 2x64, 4x96, 4x128"
+SWEEP_REDRAW_POLLS = 5  # polls of a sweep's queue (2 s each) between redraws of a run's growing curve
 
 
 @dataclass(frozen=True)
@@ -208,17 +209,25 @@ class Experiments(LabBase):
                                 0.0, [], None)
                 return
             sweep_id = next((s.id for s in sweeps if s.status in ACTIVE), sweeps[0].id)
+        seen, polls = None, 0
         while True:
             info = self.sweeps.get(owner, sweep_id)
             active = info.status in ACTIVE or self.sweeps.is_active(sweep_id)
-            yield self._sweep_view(owner, info)
+            # The view reads every run's log and draws a figure, on the cores the sweep trains on: it is
+            # rebuilt when a run starts or ends, and otherwise every SWEEP_REDRAW_POLLS-th poll.
+            state = (info.status, tuple((p.run_id, p.status) for p in info.points))
+            if state != seen or polls % SWEEP_REDRAW_POLLS == 0 or not active:
+                yield self._sweep_view(owner, info)
+                seen = state
             if not active:
                 return
-            time.sleep(max(self.limits.poll_seconds, 2.0))  # a table and a figure: no need to redraw each second
+            polls += 1
+            time.sleep(max(self.limits.poll_seconds, 2.0))
 
     def _sweep_view(self, owner: str, info) -> SweepView:
-        started = [p for p in info.points if p.run_id and self._exists(owner, p.run_id)]
-        records = [replace(r, name=p.label) for p in started for r in [self._record(owner, p.run_id)] if r is not None]
+        found = [(p, self._record(owner, p.run_id)) for p in info.points if p.run_id]
+        started = [p for p, r in found if r is not None]
+        records = [replace(r, name=p.label) for p, r in found if r is not None]
         curves = self._curves(owner, [p.run_id for p in started], compare.X_AXES[0], 0.6,
                               names=[p.label for p in started])[0] if started else []
         bands = [("these settings", curves)] if info.axes == ["seed"] and len(curves) >= 2 else []
@@ -260,15 +269,12 @@ class Experiments(LabBase):
                 f"**{fit}** (fit error {fit.rmse:.4f}). The next size up, {next_up:,.0f} parameters, would reach "
                 f"about **{guess.loss:.3f}**{spread}. An extrapolation from {len(done)} small runs: treat it as a guess.")
 
-    def _exists(self, owner: str, run_id: str) -> bool:
-        try:
-            self.registry.get(owner, run_id)
-            return True
-        except RunError:
-            return False
-
     def _record(self, owner: str, run_id: str):
-        info = self.registry.get(owner, run_id)
+        """The run's record with the registry's status; None for a run deleted since (or never started)."""
+        try:
+            info = self.registry.get(owner, run_id)
+        except RunError:
+            return None
         record = history.read_run(self.registry.root / info.id)
         return replace(record, status=info.status, reason=info.reason) if record else None
 
@@ -296,8 +302,8 @@ class Experiments(LabBase):
         spreads = []
         for sweep_id in (sweep_a, sweep_b):
             info = self.sweeps.get(owner, sweep_id)
-            losses = [r.val_loss for p in info.points if p.run_id and self._exists(owner, p.run_id)
-                      for r in [self._record(owner, p.run_id)] if r and r.val_loss is not None and math.isfinite(r.val_loss)]
+            records = [self._record(owner, p.run_id) for p in info.points if p.run_id]
+            losses = [r.val_loss for r in records if r and r.val_loss is not None and math.isfinite(r.val_loss)]
             spreads.append(compare.Spread(info.name, tuple(losses)))
         return compare.verdict(*spreads)
 
