@@ -191,6 +191,6 @@ def _parse(name: str, text: str, where: str = "the link") -> Any:
             return text
     except ValueError:
         what = {"int": "a whole number", "float": "a number", "bool": "true or false"}[kind]
-        raise ConfigError(f"{name} in {where} must be {what}, got {text!r}. Fix {where}, or set it on the "
-                          "Train tab.") from None
+        fix = "Fix the link, or set it on the Train tab." if where == "the link" else f"Fix {where}."
+        raise ConfigError(f"{name} in {where} must be {what}, got {text!r}. {fix}") from None
     return None if off is not None and value == off else value
