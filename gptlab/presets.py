@@ -11,6 +11,7 @@ class Preset:
     description: str
     model: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
+    gpu: bool = False  # too slow on a CPU to offer there (a CPU-only Space leaves it out)
 
 
 PRESETS: dict[str, Preset] = {
@@ -41,12 +42,14 @@ PRESETS: dict[str, Preset] = {
         model=dict(block_size=256, n_layer=6, n_head=6, n_embd=384, dropout=0.2, activation="gelu"),
         train=dict(batch_size=64, learning_rate=1e-3, min_lr=1e-4, warmup_steps=100, max_steps=5000,
                    beta2=0.99, eval_interval=250, eval_batches=20),
+        gpu=True,
     ),
     "gpt2": Preset(
         "GPT-2 small (124M) with the GPT-2 tokenizer; needs a GPU to train.",
         model=dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
         train=dict(tokenizer="gpt2", batch_size=8, grad_accum_steps=8, learning_rate=6e-4, min_lr=6e-5,
                    warmup_steps=200, max_steps=5000, beta2=0.95, eval_interval=250, eval_batches=20),
+        gpu=True,
     ),
 }
 DEFAULT_PRESET = "char-cpu"

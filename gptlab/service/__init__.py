@@ -6,6 +6,7 @@ the user and never name a server path. Training runs in background threads owned
 the live views only observe, so a refresh or a closed tab never stops a run.
 """
 
+from gptlab.service.agent import Agent
 from gptlab.service.base import (CHECKPOINTS, NO_RUN_YET, OWNER_PATTERN, SOURCES, START_FROM, SWEEP_TEMPERATURES,
                                 UPLOADED, X_AXES, Limits)
 from gptlab.service.decoding import Decoding
@@ -23,5 +24,5 @@ __all__ = ["CHECKPOINTS", "NO_RUN_YET", "OWNER_PATTERN", "SOURCES", "START_FROM"
            "X_AXES", "Lab", "Limits"]
 
 
-class Lab(Training, Sampling, Decoding, Dynamics, Inside, Tokens, Timeline, Experiments, Sharing, Report):
+class Lab(Agent, Training, Sampling, Decoding, Dynamics, Inside, Tokens, Timeline, Experiments, Sharing, Report):
     """The whole service: each base class is one area of it (gptlab/service/*.py)."""

@@ -167,6 +167,13 @@ class Training(LabBase):
     def start(self, *, owner: str | None, source: str, files: Sequence[str] | None, pasted: str | None,
               tokenizer: str, start_from: str, settings: Mapping[str, Any]) -> Iterator[LiveView]:
         owner = self.owner_or_new(owner)
+        run_id = self._launch(owner, source=source, files=files, pasted=pasted, tokenizer=tokenizer,
+                              start_from=start_from, settings=settings)
+        yield from self.watch(owner, run_id)
+
+    def _launch(self, owner: str, *, source: str, files: Sequence[str] | None, pasted: str | None, tokenizer: str,
+                start_from: str, settings: Mapping[str, Any]) -> str:
+        """Check a new run against the limits and start it training in the background; its id."""
         model_config, train_config = self._configs(tokenizer, settings)
         init_from = self._pretrained_gpt2() if start_from == START_FROM[1] else None
         paths, texts = self._documents(source, files, pasted)
@@ -176,9 +183,8 @@ class Training(LabBase):
         else:
             sized = ModelConfig.preset("gpt2", block_size=min(model_config.block_size, 1024))
         train_config = self.caps.admit(sized, train_config)
-        run_id = self.registry.start(owner, model_config=model_config, train_config=train_config,
-                                     data_paths=paths, texts=texts, init_from=init_from)
-        yield from self.watch(owner, run_id)
+        return self.registry.start(owner, model_config=model_config, train_config=train_config,
+                                   data_paths=paths, texts=texts, init_from=init_from)
 
     def _pretrained_gpt2(self) -> Path:
         from gptlab.hub import import_pretrained  # imported on demand: huggingface_hub is slow to import

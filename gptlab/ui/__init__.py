@@ -11,25 +11,30 @@ import gradio as gr
 import matplotlib.pyplot  # noqa: F401  (imported once here: gradio's plot encoder imports it on first use, and
 # several events drawing at once raced on that first import)
 
-from gptlab.config import DEFAULT_PRESET, TrainConfig
+from gptlab.config import TrainConfig
 from gptlab.service import Lab
-from gptlab.ui import compare_tab, data_tab, experiments_tab, sample_tab, train_tab
-from gptlab.ui.common import session
+from gptlab.space import Space, banner_markdown
+from gptlab.ui import agent_tools, compare_tab, data_tab, experiments_tab, sample_tab, train_tab
+from gptlab.ui.common import agent_tools_only, session
 
 __all__ = ["build_demo", "launch", "main"]
 
 TITLE = "# GPT Lab\nTrain a small GPT on your own text and watch it go from gibberish to words."
 
 
-def build_demo(lab: Lab) -> gr.Blocks:
+def build_demo(lab: Lab, space: Space = Space()) -> gr.Blocks:
+    """The app; on a Space (gptlab.space.detect) it says what the Space offers and fits its hardware."""
     # Gradio keeps every upload in its cache: clear what is over an hour old, every hour.
     with gr.Blocks(title="GPT Lab", delete_cache=(3600, 3600)) as demo:
         who = session(lab.registry.root)
         gr.Markdown(TITLE)
+        banner = banner_markdown(space, lab.registry.root)
+        if banner:
+            gr.Markdown(banner, elem_id="space-banner")
         with gr.Tab("Data"):
-            data = data_tab.build(TrainConfig.preset(DEFAULT_PRESET).tokenizer)
+            data = data_tab.build(TrainConfig.preset(space.default_preset).tokenizer)
         with gr.Tab("Train"):
-            train, live_events = train_tab.build(lab, who, data)
+            train, live_events = train_tab.build(lab, who, data, space.default_preset, space.presets)
             restore = train_tab.build_sharing(lab, who, train, data)
         with gr.Tab("Compare"):
             compare = compare_tab.build(lab, who)
@@ -60,6 +65,8 @@ def build_demo(lab: Lab) -> gr.Blocks:
         demo.load(**restore)
         experiments_page.select(**experiments.show_history, api_visibility="private")
         experiments_tab.attach_on_load(demo, lab, who, experiments)
+        agent_tools.build(lab)  # last: the endpoints before keep their places
+    agent_tools_only(demo)
     return demo
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from gptlab.config import PRESETS, SAMPLE_FORM, SampleConfig, field_info
 from gptlab.threads import use_one_thread
 from gptlab.views import without_paths
 
@@ -37,8 +38,11 @@ def session(runs_root: Path) -> Session:
     secret_file = runs_root / ".browser-secret"
     if not secret_file.exists():
         secret_file.write_text(secrets.token_hex(16))
-    return Session(owner=gr.BrowserState("", storage_key="gptlab-owner", secret=secret_file.read_text().strip()),
-                   run_id=gr.Textbox(visible=False, elem_id="run-id"))
+    owner = gr.BrowserState("", storage_key="gptlab-owner", secret=secret_file.read_text().strip())
+    # The token is a string. BrowserState calls its type {} ("any JSON"), which is not valid JSON
+    # Schema: an MCP server that checks a tool's arguments against it refuses every call.
+    owner.api_info = lambda: {"type": "string"}
+    return Session(owner=owner, run_id=gr.Textbox(visible=False, elem_id="run-id"))
 
 
 def to_user_error(e: Exception) -> gr.Error:
@@ -84,3 +88,33 @@ def user_errors(fn):
             except Exception as e:
                 raise to_user_error(e) from None
     return wrapper
+
+
+# -- MCP: which endpoints are an agent's tools, and what their descriptions say ------------------
+
+OWNER_ARG = ('owner: your secret owner token. Pass "" to your first start_training, which returns a new one '
+             '(its "owner"), and pass that token to every later call: it is the only key to your runs.')
+
+
+def _decoding_help() -> str:
+    parts = [f"{name} ({field_info(SampleConfig, name).metadata['help']})" for name in SAMPLE_FORM]
+    return "Optional decoding settings: " + "; ".join(parts) + '. Several stop texts are separated by "|".'
+
+
+def agent_tool(fn):
+    """Marks a handler as one of the MCP tools (gradio's MCP server lists the others too; see
+    agent_tools_only) and fills its docstring's {owner}, {decoding} and {presets}: gradio makes the tool's
+    description from the docstring, and each "Args:" line (one line each) describes a parameter."""
+    fn.__doc__ = fn.__doc__.format(owner=OWNER_ARG, decoding=_decoding_help(), presets=", ".join(PRESETS))
+    fn.agent_tool = True
+    return fn
+
+
+def agent_tools_only(demo: gr.Blocks) -> None:
+    """Leave every public endpoint in the API, but list only the agent tools over MCP: gradio 6.31's
+    MCP server lists a function as a tool unless its `_mcp_type` says it is something else (a
+    resource or a prompt; any other value is listed as neither)."""
+    for block_fn in demo.fns.values():
+        if block_fn.fn is not None and block_fn.api_visibility == "public" and \
+                not getattr(block_fn.fn, "agent_tool", False):
+            block_fn.fn._mcp_type = "api-only"

@@ -9,7 +9,7 @@ import gradio as gr
 from gptlab.config import SAMPLE_FORM, SampleConfig
 from gptlab.insight.token_views import CSS as TOKEN_CSS
 from gptlab.service import CHECKPOINTS, UPLOADED, Lab
-from gptlab.ui.common import Session, user_errors
+from gptlab.ui.common import Session, agent_tool, user_errors
 from gptlab.ui.compare_tab import GENERATION
 from gptlab.ui.forms import field_component
 
@@ -52,6 +52,9 @@ def _layout(max_new_tokens: int) -> tuple[SampleTab, gr.Row, gr.Button, gr.Butto
             prompt = gr.Textbox(lines=3, label="prompt", elem_id="prompt")
             with gr.Row():
                 run = gr.Dropdown([], label="run", allow_custom_value=True)
+                # Its choices are each browser's own runs, set per session; the API's schema (and an MCP
+                # tool's) would list the empty choices it starts with as the only values allowed.
+                run.api_info = lambda: {"type": "string"}
                 which = gr.Radio(list(CHECKPOINTS), value=CHECKPOINTS[0], label="checkpoint")
             upload = gr.File(file_types=[".zip"], type="filepath", label="checkpoint .zip", visible=False)
             decoding, beam_row = _decoding_controls(max_new_tokens)
@@ -135,8 +138,20 @@ def build(lab: Lab, session: Session) -> SampleTab:
     inputs = {"owner": session.owner, "run_id": tab.run, "which": tab.which, "upload": tab.upload,
               "prompt": tab.prompt, **decoding}
 
+    @agent_tool
     @user_errors
-    def sample(owner, run_id, which, upload, prompt, **decoding):
+    def sample(owner, run_id, which, upload=None, prompt=None, **decoding):
+        """Generate text with one of your runs' checkpoints: the prompt, continued by the model. {decoding}
+
+        Args:
+            {owner}
+            run_id: the run to sample from (from start_training or list_runs); it needs a checkpoint (one evaluation).
+            which: the checkpoint: "best" (lowest validation loss), "last", or "uploaded .zip" to use upload instead.
+            upload: the URL of a checkpoint .zip, only with which "uploaded .zip"; omit it otherwise.
+            prompt: the text the model continues ("" to start from nothing).
+        Returns:
+            The prompt followed by the generated text.
+        """
         noted = False
         for sample in lab.sample(owner=owner, run_id=run_id, which=which, upload=upload, prompt=prompt,
                                  decoding=decoding):

@@ -7,6 +7,7 @@ import logging
 import os
 import secrets
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,12 +16,14 @@ import gradio as gr
 
 from gptlab.admission import TrainingCaps
 from gptlab.service import Lab, Limits
+from gptlab.space import detect as detect_space
 
 log = logging.getLogger("gptlab.ui")
 
 AUTH_ENV = "GPTLAB_AUTH"
 FAILED_LOGIN_DELAY_S = 1.0  # a wrong password costs this long, one at a time: ~1 guess a second at most
 QUEUE_SIZE = 64
+MCP_PIN = "mcp==1.30.0"  # what gradio 6.31's mcp extra asks for (mcp>=1.21,<2); requirements-dev.txt pins it
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -28,6 +31,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="also create a public Gradio share link")
+    p.add_argument("--mcp", action="store_true",
+                   help="also serve list_runs, start_training, run_status, stop and sample as MCP tools at "
+                        f"/gradio_api/mcp/ (needs `pip install {MCP_PIN}`)")
     p.add_argument("--auth", metavar="USER:PASS",
                    help=f"ask for this user name and password (better: set {AUTH_ENV}=USER:PASS, or use --auth-file, "
                         "which keep the password out of the process list)")
@@ -108,24 +114,37 @@ def launch(demo: gr.Blocks, lab: Lab, **kwargs):
         allowed_paths=[str(lab.downloads_root.resolve())], **kwargs)
 
 
+def mcp_missing() -> str | None:
+    """Why --mcp cannot work here, as the line to print; None when it can."""
+    try:
+        import mcp  # noqa: F401  (gradio's MCP server needs it; only asked for with --mcp)
+    except ImportError:
+        return f"--mcp needs the mcp package: pip install {MCP_PIN} (or pip install -r requirements-dev.txt)"
+    return None
+
+
 def main(argv=None) -> None:
     from gptlab.ui import build_demo
 
     args = parse_args(argv)
+    if args.mcp and (problem := mcp_missing()):
+        print(problem, file=sys.stderr)
+        raise SystemExit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own requests, one line each
-    if os.environ.get("SPACE_ID") and Path("/data").is_dir() and args.runs_dir == "runs":
-        args.runs_dir = "/data/runs"  # Spaces' persistent storage, when the Space has it
+    space = detect_space()
+    args.runs_dir = space.runs_dir(args.runs_dir)  # a Space's persistent storage, when it has one
     lab = Lab(args.runs_dir, max_concurrent=args.max_concurrent_trainings,
               limits=Limits(max_params=args.max_params, max_upload_mb=args.max_upload_mb),
               caps=TrainingCaps(max_steps=args.max_steps_per_run, max_seconds=args.max_run_minutes * 60,
                                 max_memory_mb=args.max_train_memory_mb))
-    host = "0.0.0.0" if os.environ.get("SPACE_ID") else args.host
+    host = "0.0.0.0" if space.id else args.host
     for warning in exposure_warnings(host, args.share, args.credentials is not None):
         log.warning(warning)
-    demo = build_demo(lab)
+    demo = build_demo(lab, space)
     stop_runs_on_sigterm(lab, demo)
-    launch(demo, lab, server_name=host, server_port=args.port, share=args.share,
+    # None, not False, without --mcp: gradio then follows GRADIO_MCP_SERVER, as its docs say.
+    launch(demo, lab, server_name=host, server_port=args.port, share=args.share, mcp_server=True if args.mcp else None,
            auth=throttled_login(*args.credentials) if args.credentials else None)
 
 

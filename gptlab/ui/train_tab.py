@@ -13,7 +13,7 @@ from gptlab.insight.dynamics_plots import doctor_markdown
 from gptlab.service import START_FROM, X_AXES, Lab
 from gptlab.service.dynamics import SCHEDULE_SETTINGS
 from gptlab.views import LiveView
-from gptlab.ui.common import Session, user_errors
+from gptlab.ui.common import Session, agent_tool, user_errors
 from gptlab.ui.data_tab import DataTab
 from gptlab.ui.forms import field_components
 
@@ -75,9 +75,9 @@ class TrainTab:
         return out
 
 
-def _settings_column(preset: str) -> tuple[gr.Dropdown, gr.Radio, gr.Markdown, dict]:
+def _settings_column(preset: str, choices: tuple[str, ...]) -> tuple[gr.Dropdown, gr.Radio, gr.Markdown, dict]:
     values = Lab.preset_settings(preset)
-    choice = gr.Dropdown(list(PRESETS), value=preset, label="Preset",
+    choice = gr.Dropdown(list(choices), value=preset, label="Preset",
                          info="named settings; every value below can be changed")
     start_from = gr.Radio(START_FROM, value=START_FROM[0], label="Start from")
     size = gr.Markdown(elem_id="size")
@@ -88,10 +88,10 @@ def _settings_column(preset: str) -> tuple[gr.Dropdown, gr.Radio, gr.Markdown, d
     return choice, start_from, size, fields
 
 
-def _layout() -> TrainTab:
+def _layout(preset: str, choices: tuple[str, ...]) -> TrainTab:
     with gr.Row():
         with gr.Column(scale=2, min_width=360):
-            preset, start_from, size, fields = _settings_column(DEFAULT_PRESET)
+            preset, start_from, size, fields = _settings_column(preset, choices)
             with gr.Row():
                 start = gr.Button("Start", variant="primary", elem_id="start", min_width=100)
                 stop = gr.Button("Stop", variant="stop", elem_id="stop", min_width=100)
@@ -114,12 +114,14 @@ def _layout() -> TrainTab:
                     log_scale, x_axis, dynamics, sample, prepare, downloads)
 
 
-def build(lab: Lab, session: Session, data: DataTab) -> tuple[TrainTab, list]:
-    """The tab and its wiring; also returns the events after which every run picker is refreshed."""
-    tab = replace(_layout(), time_machine=_time_machine_panel(lab, session))
+def build(lab: Lab, session: Session, data: DataTab, preset: str = DEFAULT_PRESET,
+          choices: tuple[str, ...] = tuple(PRESETS)) -> tuple[TrainTab, list]:
+    """The tab and its wiring, starting from `preset` and offering `choices` (the presets that fit the
+    hardware); also returns the events after which every run picker is refreshed."""
+    tab = replace(_layout(preset, choices), time_machine=_time_machine_panel(lab, session))
     with gr.Row():
         with gr.Column(scale=2, min_width=360):
-            _lr_preview_panel(lab, tab)
+            _lr_preview_panel(lab, tab, preset)
         with gr.Column(scale=3):
             tab = replace(tab, **_doctor_panel(lab, session, tab))
     live = tab.live_outputs(session)
@@ -143,8 +145,17 @@ def build(lab: Lab, session: Session, data: DataTab) -> tuple[TrainTab, list]:
                     "tokenizer": data.tokenizer, "start_from": tab.start_from, **settings}
     started = tab.start.click(train, inputs_kwargs=train_inputs, outputs=live, api_name="train", **LIVE)
 
+    @agent_tool
     @user_errors
     def stop(owner, run_id):
+        """Stop one of your training runs after its current step; it keeps its last checkpoint and can be resumed.
+
+        Args:
+            {owner}
+            run_id: the run to stop (from start_training or list_runs).
+        Returns:
+            A sentence: stopping, or that the run is not training.
+        """
         return {tab.status: lab.stop(owner=owner, run_id=run_id)}
 
     # Stop skips the queue: a queue full of other requests must never keep a run from being stopped.
@@ -183,9 +194,9 @@ def build(lab: Lab, session: Session, data: DataTab) -> tuple[TrainTab, list]:
     return tab, [started, resumed, watched]
 
 
-def _lr_preview_panel(lab: Lab, tab: TrainTab) -> None:
+def _lr_preview_panel(lab: Lab, tab: TrainTab, preset: str) -> None:
     """The learning rate each step will use, from the trainer's own schedule, following the settings."""
-    first = lab.lr_preview(settings=Lab.preset_settings(DEFAULT_PRESET))
+    first = lab.lr_preview(settings=Lab.preset_settings(preset))
     plot = gr.Plot(first.figure, label="learning-rate schedule", show_label=False, elem_id="lr-plot")
     text = gr.Markdown(first.text, elem_id="lr-text")
     with gr.Accordion("the schedule's values", open=False):
