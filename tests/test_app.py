@@ -192,6 +192,9 @@ API = {
     "/time_machine": ["owner", "run_id", "step"],
     "/timeline": ["owner", "run_id"],
     "/compare_steps": ["owner", "run_id", "step_a", "step_b"],
+    "/list_runs": ["owner"],
+    "/start_training": ["owner", "text", "preset", "max_steps"],
+    "/run_status": ["owner", "run_id"],
 }
 
 

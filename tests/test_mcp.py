@@ -146,3 +146,27 @@ def test_one_agent_cannot_list_watch_stop_or_sample_another_agents_run(mcp_url, 
     failed, text = call(mcp_url, "run_status", owner="not-a-token", run_id=run_a)
     assert failed and "owner token" in text and nothing not in text
     assert [r["run_id"] for r in json.loads(ok(mcp_url, "list_runs", owner=owner_a))["runs"]] == [run_a]
+
+
+def test_without_the_mcp_package_the_app_still_launches_and_mcp_says_what_to_install(monkeypatch, capsys, tmp_path):
+    import sys
+
+    from gptlab.ui import build_demo, launch, main
+    from gptlab.ui.server import MCP_PIN
+
+    monkeypatch.setitem(sys.modules, "mcp", None)  # `import mcp` now fails as if it were not installed
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    lab = Lab(tmp_path / "runs")
+    demo = build_demo(lab)
+    _, url, _ = launch(demo, lab, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.close()
+    assert url.startswith("http://127.0.0.1:")
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--mcp", "--runs-dir", str(tmp_path / "never")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"pip install {MCP_PIN}" in err and "Traceback" not in err
+    assert not (tmp_path / "never").exists()  # refused before anything was set up

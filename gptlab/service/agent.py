@@ -37,7 +37,8 @@ class Agent(Training):
     @staticmethod
     def _row(info) -> dict[str, Any]:
         return {"run_id": info.id, "name": info.name, "status": info.status, "reason": info.reason,
-                "step": info.step, "max_steps": info.train.get("max_steps"), "best_val_loss": info.best_val_loss}
+                "step": info.step, "max_steps": info.train.get("max_steps"),
+                "best_val_loss": None if info.best_val_loss is None else round(info.best_val_loss, 4)}
 
     def list_runs(self, *, owner: str | None) -> dict[str, Any]:
         """The owner's runs, newest first; an empty owner has none yet (and is told how to get one)."""
