@@ -96,7 +96,9 @@ def banner_markdown(space: Space, runs_dir: str | os.PathLike) -> str:
         lines.append("**Runs are kept** in this Space's persistent storage: they survive restarts, and a run "
                      "that was training when the Space restarted can be resumed from its newest checkpoint.")
     else:
-        lines.append("**Runs are temporary here**: this Space has no persistent storage, so every run is lost "
-                     "when it restarts or sleeps (after 48 hours without visitors). Download what you want to "
-                     "keep; with persistent storage (the Space's settings) runs survive restarts.")
+        where = ("this app keeps its runs outside the Space's persistent storage (its --runs-dir)" if space.storage
+                 else "this Space has no persistent storage")
+        lines.append(f"**Runs are temporary here**: {where}, so every run is lost when the Space restarts or "
+                     "sleeps (after 48 hours without visitors). Download what you want to keep; with persistent "
+                     "storage (the Space's settings) runs survive restarts.")
     return "\n\n".join(lines)

@@ -56,7 +56,7 @@ def test_a_cpu_space_offers_the_cpu_presets_links_to_a_copy_and_says_runs_are_te
     note = banner_markdown(space, "runs")
     assert f"[Duplicate this Space]({space.duplicate_url})" in note
     assert "CPU only" in note and ", ".join(CPU_PRESETS) in note and "char-gpu" not in note
-    assert "**Runs are temporary here**" in note and "48 hours" in note and "persistent storage" in note
+    assert "**Runs are temporary here**: this Space has no persistent storage" in note and "48 hours" in note
 
 
 def test_a_gpu_space_offers_every_preset_and_starts_from_the_gpu_one(storage):
@@ -82,7 +82,7 @@ def test_persistent_storage_keeps_the_runs_unless_another_folder_was_asked_for(s
     assert "**Runs are kept**" in note and "survive restarts" in note and str(storage) not in note
     elsewhere = str(tmp_path / "mine")
     assert space.runs_dir(elsewhere) == elsewhere and not space.keeps_runs(elsewhere)
-    assert "**Runs are temporary here**" in banner_markdown(space, elsewhere)
+    assert "**Runs are temporary here**: this app keeps its runs outside" in banner_markdown(space, elsewhere)
 
 
 def test_storage_that_cannot_be_written_is_no_storage(storage, monkeypatch):
@@ -90,3 +90,22 @@ def test_storage_that_cannot_be_written_is_no_storage(storage, monkeypatch):
 
     monkeypatch.setattr(gptlab.space.os, "access", lambda path, mode: False)  # as root, chmod would not stop a write
     assert detect({"SPACE_ID": "someone/gpt-lab"}, storage=storage, cuda=no_gpu).storage is None
+
+
+def test_the_app_on_a_cpu_space_shows_the_note_and_offers_only_the_cpu_presets(tmp_path):
+    import gradio as gr
+
+    from gptlab.service import Lab
+    from gptlab.ui import build_demo
+
+    lab = Lab(tmp_path / "runs")
+    space = detect({"SPACE_ID": "someone/gpt-lab"}, storage=tmp_path / "missing", cuda=no_gpu)
+    demo = build_demo(lab, space)
+    blocks = list(demo.blocks.values())
+    banner = next(b for b in blocks if isinstance(b, gr.Markdown) and b.elem_id == "space-banner")
+    assert banner.value == banner_markdown(space, lab.registry.root)
+    preset = next(b for b in blocks if isinstance(b, gr.Dropdown) and b.label == "Preset")
+    assert [value for _, value in preset.choices] == list(CPU_PRESETS) and preset.value == DEFAULT_PRESET
+    assert preset.preprocess("char-gpu") == "char-gpu"  # a GPU preset from a link or the API is allowed, not offered
+    assert not any(isinstance(b, gr.Markdown) and b.elem_id == "space-banner"
+                   for b in build_demo(Lab(tmp_path / "local"), Space()).blocks.values())

@@ -77,7 +77,9 @@ class TrainTab:
 
 def _settings_column(preset: str, choices: tuple[str, ...]) -> tuple[gr.Dropdown, gr.Radio, gr.Markdown, dict]:
     values = Lab.preset_settings(preset)
-    choice = gr.Dropdown(list(choices), value=preset, label="Preset",
+    # A preset the hardware leaves out (a CPU Space offers no GPU preset) still arrives from a shared link,
+    # a settings file or the API: it is allowed, not offered.
+    choice = gr.Dropdown(list(choices), value=preset, label="Preset", allow_custom_value=set(choices) != set(PRESETS),
                          info="named settings; every value below can be changed")
     start_from = gr.Radio(START_FROM, value=START_FROM[0], label="Start from")
     size = gr.Markdown(elem_id="size")
@@ -127,6 +129,7 @@ def build(lab: Lab, session: Session, data: DataTab, preset: str = DEFAULT_PRESE
     live = tab.live_outputs(session)
     settings = tab.fields
 
+    @user_errors
     def use_preset(preset):
         values = Lab.preset_settings(preset)
         return {**{component: values[name] for name, component in settings.items()},
