@@ -170,3 +170,14 @@ def test_without_the_mcp_package_the_app_still_launches_and_mcp_says_what_to_ins
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"pip install {MCP_PIN}" in err and "Traceback" not in err
     assert not (tmp_path / "never").exists()  # refused before anything was set up
+
+
+def test_mcp_with_a_login_is_refused_since_the_mcp_endpoint_would_not_ask_for_the_password(capsys, tmp_path):
+    from gptlab.ui import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--mcp", "--auth", "teacher:s3cret", "--runs-dir", str(tmp_path / "never")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--mcp cannot be combined with a login" in err and "s3cret" not in err
+    assert not (tmp_path / "never").exists()

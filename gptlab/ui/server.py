@@ -33,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--share", action="store_true", help="also create a public Gradio share link")
     p.add_argument("--mcp", action="store_true",
                    help="also serve list_runs, start_training, run_status, stop and sample as MCP tools at "
-                        f"/gradio_api/mcp/ (needs `pip install {MCP_PIN}`)")
+                        f"/gradio_api/mcp/ (needs `pip install {MCP_PIN}`; GRADIO_MCP_SERVER=true does the same)")
     p.add_argument("--auth", metavar="USER:PASS",
                    help=f"ask for this user name and password (better: set {AUTH_ENV}=USER:PASS, or use --auth-file, "
                         "which keep the password out of the process list)")
@@ -114,12 +114,17 @@ def launch(demo: gr.Blocks, lab: Lab, **kwargs):
         allowed_paths=[str(lab.downloads_root.resolve())], **kwargs)
 
 
-def mcp_missing() -> str | None:
-    """Why --mcp cannot work here, as the line to print; None when it can."""
+def mcp_problem(has_login: bool, switch: str = "--mcp") -> str | None:
+    """Why the MCP server (asked for by `switch`) cannot work here, as the line to print; None when it can."""
+    if has_login:
+        # Gradio 6.31 mounts its MCP endpoint beside the login, not behind it: a caller without the
+        # password could still list the tools and call those that skip the queue.
+        return (f"{switch} cannot be combined with a login ({AUTH_ENV}, --auth or --auth-file): Gradio's MCP "
+                "endpoint does not ask for the password. Drop one of them.")
     try:
         import mcp  # noqa: F401  (gradio's MCP server needs it; only asked for with --mcp)
     except ImportError:
-        return f"--mcp needs the mcp package: pip install {MCP_PIN} (or pip install -r requirements-dev.txt)"
+        return f"{switch} needs the mcp package: pip install {MCP_PIN} (or pip install -r requirements-dev.txt)"
     return None
 
 
@@ -127,7 +132,10 @@ def main(argv=None) -> None:
     from gptlab.ui import build_demo
 
     args = parse_args(argv)
-    if args.mcp and (problem := mcp_missing()):
+    # Gradio's own switch counts too: a Space cannot pass flags, but its settings can set variables.
+    switch = "--mcp" if args.mcp else "GRADIO_MCP_SERVER=true"
+    args.mcp = args.mcp or os.environ.get("GRADIO_MCP_SERVER", "").lower() == "true"
+    if args.mcp and (problem := mcp_problem(args.credentials is not None, switch)):
         print(problem, file=sys.stderr)
         raise SystemExit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -143,8 +151,7 @@ def main(argv=None) -> None:
         log.warning(warning)
     demo = build_demo(lab, space)
     stop_runs_on_sigterm(lab, demo)
-    # None, not False, without --mcp: gradio then follows GRADIO_MCP_SERVER, as its docs say.
-    launch(demo, lab, server_name=host, server_port=args.port, share=args.share, mcp_server=True if args.mcp else None,
+    launch(demo, lab, server_name=host, server_port=args.port, share=args.share, mcp_server=args.mcp,
            auth=throttled_login(*args.credentials) if args.credentials else None)
 
 
