@@ -64,7 +64,7 @@ def test_another_owner_sees_nothing_and_a_malformed_token_is_refused_not_replace
                  lambda: lab.start_training(owner="x" * 8, text=TEXT, preset="tiny", max_steps=2)):
         with pytest.raises(RunError, match="not an owner token this server made"):
             call()
-    with pytest.raises(RunError, match="Pass a run_id"):
+    with pytest.raises(RunError, match="No run chosen: pass a run_id"):
         lab.run_status(owner=first["owner"], run_id="")
 
 

@@ -51,7 +51,8 @@ class Agent(Training):
         """Where one run is now: its row, progress, latest losses and sample, and what to call next."""
         owner = self._agent_owner(owner)
         if not run_id:
-            raise RunError("Pass a run_id: list_runs shows yours, and start_training returns the one it starts.")
+            raise RunError("No run chosen: pass a run_id (list_runs shows yours; start_training returns the one it "
+                           "starts).")
         info = self.registry.get(owner, run_id)
         events = self.registry.events(owner, run_id)
         step = next((e for e in reversed(events) if isinstance(e, StepEvent)), None)

@@ -35,6 +35,7 @@ def lab_with_run(tmp_path_factory):
 
 def every_run_action(lab, owner, run_id):
     yield "watch", lambda: next(lab.attach(owner=owner, run_id=run_id))
+    yield "run_status", lambda: lab.run_status(owner=owner, run_id=run_id)  # an agent's watch (MCP)
     yield "stop", lambda: lab.stop(owner=owner, run_id=run_id) and lab.registry.get(owner, run_id)
     yield "resume", lambda: next(lab.resume(owner=owner, run_id=run_id, max_steps=10, max_time=0))
     yield "downloads", lambda: lab.downloads(owner=owner, run_id=run_id)
@@ -57,6 +58,8 @@ def test_another_browser_gets_no_such_run_from_every_endpoint(lab_with_run):
         with pytest.raises(ValueError, match="There is no run"):
             action()
     assert lab.run_choices(stranger) == [] and [v for _, v in lab.run_choices(owner)] == [run_id]
+    assert lab.list_runs(owner=stranger)["runs"] == []
+    assert [r["run_id"] for r in lab.list_runs(owner=owner)["runs"]] == [run_id]
     assert lab.registry.get(owner, run_id).status == "finished"  # nothing the stranger did touched it
 
 
