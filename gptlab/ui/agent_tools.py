@@ -34,11 +34,11 @@ def build(lab: Lab) -> None:
     @agent_tool
     @user_errors
     def start_training(owner: str = "", text: str = "", preset: str = AGENT_PRESET, max_steps: int = 0) -> str:
-        """Start training a small GPT in the background and return at once (one run trains at a time on this server).
+        """Start training a small GPT in the background and return at once; a busy server says to try again later.
 
         Args:
             {owner}
-            text: the text to learn (a few thousand characters at least); "" trains on the bundled Tiny Shakespeare.
+            text: the text to learn (a few thousand characters at least); "" trains on the bundled Shakespeare (about 1 MB).
             preset: named model and training settings; "tiny" trains in seconds. Names: {presets}.
             max_steps: optimiser steps to train for; 0 keeps the preset's.
         Returns:
@@ -59,7 +59,7 @@ def build(lab: Lab) -> None:
         """
         return json.dumps(lab.run_status(owner=owner, run_id=run_id), indent=1)
 
-    # Reads only: they need not wait behind a generation or a training start.
-    gr.api(list_runs, api_name="list_runs", concurrency_limit=None)
     gr.api(start_training, api_name="start_training")
+    # Reads only: they need not wait behind one another or a training start.
+    gr.api(list_runs, api_name="list_runs", concurrency_limit=None)
     gr.api(run_status, api_name="run_status", concurrency_limit=None)
