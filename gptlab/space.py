@@ -80,25 +80,24 @@ def banner_markdown(space: Space, runs_dir: str | os.PathLike) -> str:
     if not space.id:
         return ""
     lines = [f"**Your own copy**: [Duplicate this Space]({space.duplicate_url}) for a private copy on hardware "
-             "you choose; no one else's runs compete with yours for its CPU or GPU."]
+             "you choose, where no one else's runs share its CPU or GPU."]
     fitting = ", ".join(space.presets)
     if space.gpu:
-        lines.append(f"**Hardware**: a GPU, so the presets start from **{space.default_preset}**; all of them fit "
-                     f"({fitting}).")
+        lines.append(f"**Hardware**: a GPU, so every preset fits and the settings start from "
+                     f"**{space.default_preset}**.")
     elif space.zero_gpu:
-        lines.append("**Hardware**: ZeroGPU lends its GPU only to code written for it, and GPT Lab trains on the "
-                     f"CPU here, so the presets are the CPU ones ({fitting}). A copy on a dedicated GPU offers the "
-                     "GPU presets.")
+        lines.append("**Hardware**: ZeroGPU lends its GPU only to code written for it, and GPT Lab's training is not, "
+                     f"so it trains on the CPU here: only the CPU presets are offered ({fitting}).")
     else:
-        lines.append(f"**Hardware**: CPU only, so the presets are the ones that train in minutes on it ({fitting}). "
-                     "A copy on GPU hardware offers the larger GPU presets.")
+        lines.append(f"**Hardware**: CPU only, so only the presets that train in minutes on it are offered "
+                     f"({fitting}); a copy on a GPU offers the GPU presets too.")
     if space.keeps_runs(runs_dir):
-        lines.append("**Runs are kept** in this Space's persistent storage: they survive restarts, and a run "
-                     "that was training when the Space restarted can be resumed from its newest checkpoint.")
+        lines.append("**Runs are kept** in the Space's persistent storage: they survive restarts (a run cut off by "
+                     "one resumes from its newest checkpoint).")
     else:
         where = ("this app keeps its runs outside the Space's persistent storage (its --runs-dir)" if space.storage
                  else "this Space has no persistent storage")
-        lines.append(f"**Runs are temporary here**: {where}, so every run is lost when the Space restarts or "
-                     "sleeps (after 48 hours without visitors). Download what you want to keep; with persistent "
-                     "storage (the Space's settings) runs survive restarts.")
+        lines.append(f"**Runs are temporary here**: {where}, so runs are lost when the Space restarts or sleeps "
+                     "(after 48 hours without visitors). Download what you want to keep, or add persistent "
+                     "storage in the Space's settings.")
     return "\n\n".join(lines)
