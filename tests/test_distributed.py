@@ -1,0 +1,173 @@
+"""Several processes, one run: real torchrun jobs of 2 gloo processes on a tiny model (the CPU is
+all CI has; NCCL and FSDP on GPUs are not exercised here).
+
+Each job is a subprocess with a timeout and OMP_NUM_THREADS=1 per rank, so the 2 shared cores are
+not oversubscribed and a hang fails the test instead of stalling the suite.
+"""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gptlab.checkpoint import load_checkpoint
+from gptlab.data import load_texts, prepare_data
+from gptlab.distributed import Dist
+from gptlab.events import DoneEvent, EvalEvent, StepEvent
+from gptlab.runfolder import read_events
+from gptlab.trainer import Trainer
+from gptlab.training import TrainingRun
+from tests.conftest import TINY_TEXT
+
+REPO = Path(__file__).resolve().parent.parent
+SEED, BATCH = 7, 8
+TRAIN = ["--preset", "tiny", "--device", "cpu", "--sample-interval", "0", "--snapshot-tokens", "0", "--dropout", "0",
+         "--batch-size", BATCH, "--seed", SEED, "--eval-interval", 10, "--warmup-steps", 2]
+
+
+def torchrun_command(*argv, nproc=2):
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "--monitor-interval=0.2", "-m", "gptlab", "train", *map(str, argv)]
+
+
+def env():
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "GPTLAB_DIST_TIMEOUT": "60"}
+
+
+def torchrun(cwd, *argv, timeout=120):
+    return subprocess.run(torchrun_command(*argv), cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    (root / "t.txt").write_text(TINY_TEXT * 20, encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def ddp_run(corpus):
+    """20 steps on 2 processes, into the default run folder (runs/<time>), with step-10 kept."""
+    job = torchrun(corpus, *TRAIN, "--data", "t.txt", "--max-steps", 20, "--checkpoint-interval", 10)
+    assert job.returncode == 0, job.stderr[-3000:]
+    runs = list((corpus / "runs").iterdir())
+    return job, runs
+
+
+def test_two_processes_write_one_run_folder_and_say_their_world_size(ddp_run):
+    job, runs = ddp_run
+    assert len(runs) == 1  # rank 0's generated name reached rank 1: no second folder
+    run = runs[0]
+    assert sorted(p.name for p in run.iterdir() if (p / "config.json").is_file()) == ["best", "init", "last", "step-000010", "step-000020"]
+    assert "world size 2 (gloo, DDP)" in job.stderr and f"{BATCH} x 1 x 2" in job.stderr
+    record = load_checkpoint(run / "last").extra["distributed"]
+    assert record["world_size"] == 2 and record["global_batch"] == 2 * BATCH and record["backend"] == "gloo"
+    events = read_events(run)
+    steps = [e.step for e in events if isinstance(e, StepEvent)]
+    assert steps == list(range(1, 21))  # logged once, by rank 0 alone
+    assert events[-1].status == "finished"
+    # Both ranks trained: each saved its own random streams, and they differ.
+    streams = load_checkpoint(run / "last").trainer_state()["rank_rngs"]
+    assert len(streams) == 2 and not torch.equal(streams[0]["data_rng"], streams[1]["data_rng"])
+    losses = [e.loss for e in events if isinstance(e, StepEvent)]
+    assert losses[-1] < losses[0] - 0.3
+
+
+def test_the_first_step_and_the_evaluation_match_one_process_on_the_same_global_batch(ddp_run, corpus):
+    run = ddp_run[1][0]
+    events = read_events(run)
+    first = next(e for e in events if isinstance(e, StepEvent))
+    init = load_checkpoint(run / "init")
+    data = prepare_data(load_texts([corpus / "t.txt"]), init.tokenizer, init.model_config.block_size,
+                        init.train_config.val_fraction)
+    # The oracle: one process, one model, the two ranks' windows; DDP averages the ranks' gradients.
+    model = init.load_model()
+    model.train()
+    losses = []
+    for rank in range(2):
+        x, y = data.dataset.train_batch(BATCH, torch.Generator().manual_seed(Dist(rank, 2).seed(SEED)))
+        losses.append(model(x, y)[1])
+    loss = sum(losses) / 2
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), math.inf)
+    assert first.loss == pytest.approx(loss.item(), rel=1e-5)
+    assert first.grad_norm == pytest.approx(norm.item(), rel=1e-4)
+    # Step 0's evaluation, split across the ranks and all-reduced, is one process's figure.
+    trainer = Trainer(init.load_model(), init.train_config, data.dataset, device=torch.device("cpu"))
+    alone = trainer.evaluate()
+    shared = next(e for e in events if isinstance(e, EvalEvent))
+    assert (shared.train_loss, shared.val_loss) == (pytest.approx(alone["train"], rel=1e-6),
+                                                    pytest.approx(alone["val"], rel=1e-6))
+
+
+def test_a_resume_on_the_same_world_size_repeats_the_run_exactly(ddp_run, corpus):
+    run = ddp_run[1][0]
+    job = torchrun(corpus, "--resume", run / "step-000010", "--out", corpus / "again")
+    assert job.returncode == 0, job.stderr[-3000:]
+    before = {e.step: e.loss for e in read_events(run) if isinstance(e, StepEvent)}
+    after = {e.step: e.loss for e in read_events(corpus / "again") if isinstance(e, StepEvent)}
+    assert sorted(after) == list(range(1, 21))
+    assert [after[s] for s in range(11, 21)] == pytest.approx([before[s] for s in range(11, 21)], rel=1e-6)
+
+
+def test_a_two_process_checkpoint_resumes_in_one_process(ddp_run, corpus, tmp_path):
+    run = ddp_run[1][0]
+    resumed = TrainingRun.resume(run / "last", out_dir=tmp_path / "one", max_steps=26)
+    adam = resumed.trainer.optimizer.state_dict()["state"]
+    assert adam and all(int(s["step"]) == 20 for s in adam.values())  # the moments came along
+    done = [e for e in resumed.events() if isinstance(e, DoneEvent)][-1]
+    assert (done.status, done.step) == ("finished", 26)
+    events = read_events(tmp_path / "one")
+    assert [e.step for e in events if isinstance(e, StepEvent)] == list(range(1, 27))
+    assert load_checkpoint(tmp_path / "one" / "last").extra["distributed"]["world_size"] == 1
+
+
+def _workers(parent: int) -> dict[int, int]:
+    """{rank: pid} of torchrun's worker processes."""
+    found = {}
+    for pid in map(int, Path(f"/proc/{parent}/task/{parent}/children").read_text().split()):
+        environ = dict(item.split("=", 1) for item in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in item)
+        if "RANK" in environ:
+            found[int(environ["RANK"])] = pid
+    return found
+
+
+def _start_long_job(cwd, out):
+    job = subprocess.Popen(torchrun_command(*TRAIN, "--data", "t.txt", "--out", out, "--max-steps", 100000),
+                           cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until it trains: a few steps are in the log
+        steps = [e for e in read_events(cwd / out) if isinstance(e, StepEvent)] if (cwd / out).is_dir() else []
+        if len(steps) >= 3:
+            return job, _workers(job.pid)
+        if job.poll() is not None:
+            pytest.fail(job.stderr.read()[-3000:])
+        time.sleep(0.2)
+    job.kill()
+    pytest.fail("the job did not start training within 60 s")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers through /proc")
+def test_sigterm_on_one_rank_stops_every_rank_with_a_checkpoint(corpus):
+    job, workers = _start_long_job(corpus, "stopped")
+    os.kill(workers[1], signal.SIGTERM)
+    _, err = job.communicate(timeout=60)
+    done = read_events(corpus / "stopped")[-1]
+    assert isinstance(done, DoneEvent) and done.status == "stopped", err[-3000:]
+    assert load_checkpoint(corpus / "stopped" / "last").step == done.step > 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers through /proc")
+def test_killing_one_rank_ends_the_job_with_an_error_not_a_hang(corpus):
+    job, workers = _start_long_job(corpus, "killed")
+    started = time.monotonic()
+    os.kill(workers[1], signal.SIGKILL)
+    _, err = job.communicate(timeout=90)
+    assert job.returncode != 0 and time.monotonic() - started < 60
+    assert "SIGKILL" in err or "Signal 9" in err  # torchrun names the rank that died and how
