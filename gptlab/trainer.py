@@ -101,8 +101,10 @@ class Trainer:
         self.model = model.to(self.device)
         wrapped = dist.wrap(self.model, self.device, fsdp=config.fsdp)  # DDP around it, or FSDP's shards in place
         self.data = data
-        self.save_fn, self.sample_fn, self.on_step = save, sample, on_step
-        self.snapshot_fn = snapshot
+        # Rank 0 alone writes samples; under FSDP no rank holds the whole weights to generate from.
+        texts = dist.is_main and not dist.fsdp
+        self.save_fn, self.sample_fn, self.on_step = save, sample if texts else None, on_step
+        self.snapshot_fn = snapshot if texts else None
         self.optimizer = make_optimizer(self.model, config, self.device)
         self.data_rng = torch.Generator().manual_seed(dist.seed(config.seed))
         self.step = 0

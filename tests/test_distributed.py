@@ -171,3 +171,37 @@ def test_killing_one_rank_ends_the_job_with_an_error_not_a_hang(corpus):
     _, err = job.communicate(timeout=90)
     assert job.returncode != 0 and time.monotonic() - started < 60
     assert "SIGKILL" in err or "Signal 9" in err  # torchrun names the rank that died and how
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(corpus, ddp_run):
+    """The DDP run's settings, sharded with FSDP (fully_shard on gloo)."""
+    job = torchrun(corpus, *TRAIN, "--data", "t.txt", "--max-steps", 20, "--checkpoint-interval", 10, "--fsdp",
+                   "--out", "fsdp")
+    assert job.returncode == 0, job.stderr[-3000:]
+    assert "world size 2 (gloo, FSDP)" in job.stderr
+    return corpus / "fsdp"
+
+
+def test_fsdp_trains_as_ddp_does_and_gathers_ordinary_checkpoints(fsdp_run, ddp_run):
+    ddp = ddp_run[1][0]
+    losses = {name: [e.loss for e in read_events(run) if isinstance(e, StepEvent)] for name, run in
+              (("ddp", ddp), ("fsdp", fsdp_run))}
+    assert losses["fsdp"] == pytest.approx(losses["ddp"], rel=1e-4)
+    # One ordinary file: the gathered weights load in one process, as export and the app read them.
+    gathered, replicated = load_checkpoint(fsdp_run / "last").load_model(), load_checkpoint(ddp / "last").load_model()
+    for (name, a), b in zip(gathered.state_dict().items(), replicated.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), name
+    # The optimiser state is by position, as one process keeps it, and resumes there.
+    resumed = TrainingRun.resume(fsdp_run / "last", out_dir=fsdp_run.parent / "fsdp-one", max_steps=22)
+    assert resumed.train_config.fsdp and not resumed.trainer.dist.fsdp  # one process shards nothing
+    assert all(int(s["step"]) == 20 for s in resumed.trainer.optimizer.state_dict()["state"].values())
+    assert [e for e in resumed.events() if isinstance(e, DoneEvent)][-1].step == 22
+
+
+def test_an_fsdp_resume_on_the_same_world_size_repeats_the_run_exactly(fsdp_run):
+    job = torchrun(fsdp_run.parent, "--resume", fsdp_run / "step-000010", "--out", fsdp_run.parent / "fsdp-again")
+    assert job.returncode == 0, job.stderr[-3000:]
+    before = {e.step: e.loss for e in read_events(fsdp_run) if isinstance(e, StepEvent)}
+    after = {e.step: e.loss for e in read_events(fsdp_run.parent / "fsdp-again") if isinstance(e, StepEvent)}
+    assert [after[s] for s in range(11, 21)] == pytest.approx([before[s] for s in range(11, 21)], rel=1e-6)
