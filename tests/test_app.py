@@ -154,7 +154,7 @@ def trained(app):
 SWEEP_FORM = ["owner", "source", "files", "pasted", "tokenizer", "preset", *MODEL_FORM, *TRAIN_FORM]
 API = {
     "/preview": ["source", "files", "pasted", "tokenizer", "block_size"],
-    "/train": ["owner", "source", "files", "pasted", "tokenizer", "start_from", *MODEL_FORM, *TRAIN_FORM],
+    "/train": ["owner", "source", "files", "pasted", "tokenizer", "start_from", *MODEL_FORM, *TRAIN_FORM, "processes"],
     "/stop": ["owner", "run_id"],
     "/resume": ["owner", "run_id", "max_steps", "max_time"],
     "/watch": ["owner", "run_id"],

@@ -205,3 +205,45 @@ def test_an_fsdp_resume_on_the_same_world_size_repeats_the_run_exactly(fsdp_run)
     before = {e.step: e.loss for e in read_events(fsdp_run) if isinstance(e, StepEvent)}
     after = {e.step: e.loss for e in read_events(fsdp_run.parent / "fsdp-again") if isinstance(e, StepEvent)}
     assert [after[s] for s in range(11, 21)] == pytest.approx([before[s] for s in range(11, 21)], rel=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# The app's path: Lab.start(processes=N) launches a torchrun job and watches its run folder
+
+
+def test_the_service_trains_on_two_processes_and_its_stop_reaches_every_rank(tmp_path, monkeypatch):
+    from gptlab.service import Lab, Limits, SOURCES, START_FROM
+    from tests.forms import hyper
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    lab = Lab(tmp_path / "runs", limits=Limits(poll_seconds=0.1, max_processes=2))
+    views = lab.start(owner="", source=SOURCES[2], files=None, pasted=TINY_TEXT * 20, tokenizer="char",
+                      start_from=START_FROM[0], settings=hyper(max_steps=100000, snapshot_tokens=0), processes=2)
+    seen = []
+    for view in views:
+        seen.append(view)
+        if len(seen) == 1:
+            run_id, owner = view.run_id, view.owner
+        steps = [e.step for e in lab.registry.events(owner, run_id) if isinstance(e, StepEvent)]
+        if len(steps) >= 3 and lab.registry.get(owner, run_id).status == "running":
+            assert lab.stop(owner=owner, run_id=run_id).startswith("Stopping")
+    info = lab.registry.get(owner, run_id)
+    assert (info.status, info.processes) == ("stopped", 2) and not lab.registry.is_training(run_id)
+    folder = lab.registry.folder(owner, run_id)
+    done = read_events(folder)[-1]
+    assert isinstance(done, DoneEvent) and done.status == "stopped" and info.step == done.step
+    assert load_checkpoint(folder / "last").step == done.step
+    assert load_checkpoint(folder / "last").extra["distributed"]["world_size"] == 2
+    assert "stopped" in seen[-1].status  # the live view read it from the folder, as for any run
+
+
+def test_the_service_refuses_more_processes_than_the_server_has(tmp_path):
+    from gptlab.data import DataError
+    from gptlab.service import Lab, Limits, SOURCES, START_FROM
+    from tests.forms import hyper
+
+    lab = Lab(tmp_path / "runs", limits=Limits(max_processes=1))
+    for bad in (2, 0, 1.5, "two"):
+        with pytest.raises(DataError, match="1 to 1 process"):
+            next(lab.start(owner="", source=SOURCES[0], files=None, pasted=None, tokenizer="char",
+                           start_from=START_FROM[0], settings=hyper(), processes=bad))
