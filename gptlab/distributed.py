@@ -149,6 +149,18 @@ class Dist:
         rounds = -(-len(batches) // self.world_size)
         return mine + [(batches[-1], 0.0)] * (rounds - len(mine))
 
+    def evaluate(self, forward, batches: Sequence, autocast) -> float:
+        """The mean loss of forward(x, y) over `batches`, each rank taking its share (see shard) and
+        the sums all-reduced: the single-process figure on these weights, up to the order of additions."""
+        total = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for (x, y), weight in self.shard(batches):
+            with autocast:
+                _, loss = forward(x.to(self.device), y.to(self.device))
+            n = torch.tensor(float(x.size(0)), dtype=torch.float64, device=self.device)
+            total += torch.stack([loss.detach().double() * n, n]) * weight
+        loss_sum, count = self.sum(total)
+        return loss_sum / count
+
     # -- collectives ---------------------------------------------------------------------------
 
     def sum(self, values: torch.Tensor) -> list[float]:
@@ -157,6 +169,10 @@ class Dist:
         if self.active:
             tdist.all_reduce(values)
         return values.tolist()
+
+    def mean(self, value: float) -> float:
+        """The mean over ranks of one number (one rank's clock, say), the same on every rank."""
+        return self.sum(torch.tensor([value], device=self.device))[0] / self.world_size if self.active else value
 
     def step_sync(self, loss: torch.Tensor, norm: torch.Tensor, elapsed: float, stop: bool, save_due: bool):
         """The step's one host sync: (loss, grad norm, elapsed, stop, save_due), the first three the

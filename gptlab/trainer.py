@@ -11,9 +11,8 @@ A crash loses little: `last` is saved at every evaluation and at least every `ch
 The stop flag is looked at before every step, between micro-batches and between evaluation
 batches; a stop ends the run at the last completed optimiser step, saved as `last`.
 
-Several processes (`dist`, gptlab.distributed) run the same loop: each draws its own windows, they
-agree once per step on the loss, the clock and the stop flag (so a stop is seen at the end of the
-step in progress, on every rank), and rank 0 alone yields events' side effects that write (saves).
+Several processes (`dist`, gptlab.distributed) run the same loop on their own windows; they agree once
+a step on the loss, the clock and the stop flag, and rank 0 alone writes checkpoints and samples.
 """
 
 from __future__ import annotations
@@ -180,7 +179,8 @@ class Trainer:
             for split in ("train", "val"):
                 batches = self.data.eval_batches(split, self.config.batch_size,
                                                  count=self.config.eval_batches * self.config.batch_size)
-                losses[split] = self._shared_eval(list(batches)) if self.dist.active else self._local_eval(batches)
+                losses[split] = (self.dist.evaluate(self._eval_forward, list(batches), self._autocast)
+                                 if self.dist.active else self._local_eval(batches))
         finally:
             self.model.train(was_training)
         return losses
@@ -194,18 +194,6 @@ class Trainer:
             total += loss.item() * x.size(0)
             n += x.size(0)
         return total / n
-
-    def _shared_eval(self, batches: list) -> float:
-        """Each rank evaluates its share of the same windows; the sums are all-reduced, so the loss
-        is the single-process figure on these weights (up to the order of the additions)."""
-        total = torch.zeros(2, dtype=torch.float64, device=self.device)
-        for (x, y), weight in self.dist.shard(batches):
-            with self._autocast:
-                _, loss = self._eval_forward(x.to(self.device), y.to(self.device))
-            total += torch.stack([loss.detach().double() * x.size(0), torch.tensor(float(x.size(0)),
-                                                                                  device=self.device)]) * weight
-        loss_sum, n = self.dist.sum(total)
-        return loss_sum / n
 
     def _check_stop(self) -> None:
         """Several ranks stop only where they agreed to (the top of the loop); one stops anywhere."""
@@ -301,7 +289,7 @@ class Trainer:
         losses = self.evaluate()
         # Part of the evaluation's cost, so a time budget keeps room for them at the end too.
         texts = self.snapshot_fn(self.model) if self.snapshot_fn is not None else ()
-        self._eval_seconds = time.perf_counter() - started
+        self._eval_seconds = self.dist.mean(time.perf_counter() - started)  # the time budget keeps ranks together
         is_best = losses["val"] < self.best_val_loss
         if is_best:
             self.best_val_loss, self.bad_evals = losses["val"], 0

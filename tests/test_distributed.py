@@ -208,6 +208,78 @@ def test_an_fsdp_resume_on_the_same_world_size_repeats_the_run_exactly(fsdp_run)
 
 
 # --------------------------------------------------------------------------------------------
+# The trainer's agreement, on a model that is no GPT: a NaN or a stop on one rank ends every rank
+
+WORKER = """
+import json, math, sys
+import torch
+from gptlab import distributed
+from gptlab.config import TrainConfig
+from gptlab.events import DoneEvent
+from gptlab.trainer import StopFlag, Trainer
+
+dist = distributed.init(torch.device("cpu"))
+
+class Line(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Linear(4, 1)
+
+    def forward(self, x, y):
+        return None, ((self.w(x).squeeze(-1) - y) ** 2).mean()
+
+class Data:
+    def __init__(self, poison_at=None):
+        self.calls, self.poison_at = 0, poison_at
+
+    def train_batch(self, batch_size, generator=None):
+        self.calls += 1
+        x = torch.randn(batch_size, 4, generator=generator)
+        if self.calls == self.poison_at:
+            x[0, 0] = math.nan
+        return x, x.sum(-1)
+
+    def eval_batches(self, split, batch_size, *, count=None):
+        g = torch.Generator().manual_seed(0)
+        for _ in range(count // batch_size):
+            x = torch.randn(batch_size, 4, generator=g)
+            yield x, x.sum(-1)
+
+config = TrainConfig(max_steps=50, eval_interval=5, eval_batches=3, batch_size=4, device="cpu", warmup_steps=0,
+                     sample_interval=0, snapshot_tokens=0, grad_accum_steps=2)
+out = {}
+poisoned = Trainer(Line(), config, Data(poison_at=5 if dist.rank == 1 else None), dist=dist)
+out["nan"] = [e.as_dict() for e in poisoned.run() if isinstance(e, DoneEvent)][-1]
+stop = StopFlag()
+hook = (lambda step: stop.set("asked on rank 1") if step == 2 else None) if dist.rank == 1 else None
+stopped = Trainer(Line(), config, Data(), dist=dist, on_step=hook)
+out["stop"] = [e.as_dict() for e in stopped.run(stop) if isinstance(e, DoneEvent)][-1]
+out["eval"] = stopped.evaluate()
+with open(sys.argv[1] + f"/rank{dist.rank}.json", "w") as f:
+    json.dump(out, f)
+distributed.shutdown(dist)
+"""
+
+
+def test_a_nan_or_a_stop_on_one_rank_ends_every_rank_at_the_same_step(tmp_path):
+    import json
+
+    (tmp_path / "worker.py").write_text(WORKER, encoding="utf-8")
+    job = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          str(tmp_path / "worker.py"), str(tmp_path)], cwd=REPO, env=env(), capture_output=True,
+                         text=True, timeout=120)
+    assert job.returncode == 0, job.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    # Rank 1's third step (its fifth micro-batch) met a NaN; rank 0 saw it too, and neither updated.
+    for rank in ranks:
+        assert (rank["nan"]["status"], rank["nan"]["step"]) == ("diverged", 2), rank
+        assert "nan" in rank["nan"]["reason"]
+    # Rank 1 asked to stop after step 2; both ranks stopped at the end of the next step, together.
+    assert {(r["stop"]["status"], r["stop"]["step"]) for r in ranks} == {("stopped", 3)}
+    assert ranks[0]["eval"] == ranks[1]["eval"]  # the shared evaluation is one figure on every rank
+
+
+# --------------------------------------------------------------------------------------------
 # The app's path: Lab.start(processes=N) launches a torchrun job and watches its run folder
 
 
