@@ -212,6 +212,9 @@ def _train(args, stop, received: list, dist) -> int:
           f"({stats.train_tokens:,} train / {stats.val_tokens:,} val), vocabulary {stats.vocab_size}\n"
           f"model: {run.model_config.num_params() / 1e6:.2f}M parameters, context {run.model_config.block_size}; "
           f"device {run.trainer.device}", file=sys.stderr)
+    if run.train_config.fsdp and not dist.active:
+        print("note: --fsdp shards a model across the processes torchrun starts; one process trains it whole",
+              file=sys.stderr)
     if dist.active:
         world = run.extra["distributed"]
         print(f"distributed: world size {dist.world_size} ({dist.backend}{', FSDP' if dist.fsdp else ', DDP'}); "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
+import gc
 import os
 from typing import Any, Sequence
 
@@ -99,29 +100,36 @@ class Dist:
 
     # -- the model -----------------------------------------------------------------------------
 
-    def wrap(self, model: nn.Module, device: torch.device, *, fsdp: bool = False) -> nn.Module:
-        """The module to train through: DDP around `model`, or with `fsdp` `model` itself, sharded in
-        place by fully_shard (each child of a ModuleList, the transformer blocks, is one unit, then
-        the root). One process trains `model` as it is, whatever `fsdp` says."""
-        if not self.active:
-            return model
-        self.fsdp = fsdp
-        if not self.fsdp:
+    def wrap(self, model: nn.Module, device: torch.device, *, fsdp: bool = False) -> tuple[nn.Module, nn.Module]:
+        """(the model on `device`, the module to train through): DDP around the model; or with `fsdp`
+        the model itself, sharded in place by fully_shard (each child of a ModuleList, the
+        transformer blocks, is one unit, then the root), which moves each block's shard to the device
+        in turn, so the whole model never has to fit on one. One process ignores `fsdp`."""
+        if not self.active or not fsdp:
+            model = model.to(device)
+            if not self.active:
+                return model, model
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             # No buffer sync in forward: evaluation shards its windows unevenly, and a forward that
             # syncs would wait for peers that have none left.
-            return DDP(model, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
+            return model, DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                              forward_sync_buffers=False)
         from torch.distributed.fsdp import fully_shard
 
-        if self.is_main:
+        self.fsdp = True
+        if self.is_main:  # from where the model was built (the CPU, in a TrainingRun), before it moves
             self.shadow = copy.deepcopy(model).to("cpu")
+        from torch.distributed.device_mesh import init_device_mesh
+
+        # Named, not left to FSDP's default (the machine's accelerator): a CPU run on a GPU machine stays on the CPU.
+        mesh = init_device_mesh(device.type, (self.world_size,))
         for module in list(model.modules()):
             if isinstance(module, nn.ModuleList):
                 for block in module:
-                    fully_shard(block)
-        fully_shard(model)
-        return model
+                    fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        return model, model
 
     def eval_module(self, model: nn.Module, wrapped: nn.Module) -> nn.Module:
         """DDP evaluates with the bare module (no hooks, no collectives); FSDP must go through its
@@ -293,4 +301,7 @@ def shutdown(dist: Dist, *, wait: bool = True) -> None:
                 tdist.barrier()
             except Exception:  # a peer already gone: its failure, reported by torchrun, is the story
                 pass
+        # A trainer and its run refer to each other, so DDP's reducer is freed by the garbage collector,
+        # which may run only as the interpreter exits: free it while the group it uses still exists.
+        gc.collect()
         tdist.destroy_process_group()

@@ -96,6 +96,8 @@ class Job:
         done = next((e for e in reversed(read_events(self.folder)) if isinstance(e, DoneEvent)), None)
         if done is not None:
             return done.status, done.reason
+        if self._stopping.is_set():  # stopped while it was still starting: nothing trained, nothing lost
+            return "stopped", "stopped by request before training began"
         return "failed", (f"the training processes ended (exit status {code}) before the run did: "
                           f"{self.last_words()}")
 

@@ -97,8 +97,8 @@ class Trainer:
         self.diverge_above = diverge_above  # a training loss above this ends the run as diverged
         self.device = device or pick_device(config.device)
         self.dist = dist
-        self.model = model.to(self.device)
-        wrapped = dist.wrap(self.model, self.device, fsdp=config.fsdp)  # DDP around it, or FSDP's shards in place
+        # On the device, and DDP around it; or FSDP's shards of it, moved to the device block by block.
+        self.model, wrapped = dist.wrap(model, self.device, fsdp=config.fsdp)
         self.data = data
         # Rank 0 alone writes samples; under FSDP no rank holds the whole weights to generate from.
         texts = dist.is_main and not dist.fsdp
