@@ -27,9 +27,9 @@ import torch
 import torch.distributed as tdist
 import torch.nn as nn
 
-# A peer that died is usually seen at once (its socket closes, or torchrun ends the job); this bounds
-# what is left, such as a peer stuck without dying, instead of the 30-minute default.
-TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("GPTLAB_DIST_TIMEOUT", 300)))
+# A peer that died is seen at once (its socket closes, or torchrun ends the job); this bounds what is
+# left, a peer stuck without dying. It must outlast rank 0's longest save, which the others wait for.
+TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("GPTLAB_DIST_TIMEOUT", 900)))
 # Mixed into the seed so that rank r's windows differ from rank 0's and from those of seed + r.
 RANK_SEED_STRIDE = 0x9E3779B97F4A7C15
 

@@ -307,6 +307,29 @@ def test_the_service_trains_on_two_processes_and_its_stop_reaches_every_rank(tmp
     assert load_checkpoint(folder / "last").step == done.step
     assert load_checkpoint(folder / "last").extra["distributed"]["world_size"] == 2
     assert "stopped" in seen[-1].status  # the live view read it from the folder, as for any run
+    # Resume keeps the run's two processes, and continues its log from the checkpoint.
+    list(lab.resume(owner=owner, run_id=run_id, max_steps=done.step + 3, max_time=0))
+    info = lab.registry.get(owner, run_id)
+    assert (info.status, info.step, info.processes, info.train["max_steps"]) == ("finished", done.step + 3, 2,
+                                                                               done.step + 3)
+    steps = [e.step for e in read_events(folder) if isinstance(e, StepEvent)]
+    assert steps == list(range(1, done.step + 4))
+
+
+def test_the_launch_command_spells_out_every_setting(tmp_path):
+    from gptlab.cli import _overrides, build_parser
+    from gptlab.config import DEFAULT_PRESET, ModelConfig, TrainConfig
+    from gptlab.launch import train_command
+
+    model = ModelConfig.preset("tiny", n_layer=3, bias=False, dropout=0.1)
+    train = TrainConfig.preset("tiny", learning_rate=1e-4, min_lr=1e-5, patience=3, max_time=12.5, fsdp=True, lr_schedule="wsd")
+    command = train_command(tmp_path / "run", 2, model_config=model, train_config=train, data_paths=["a.txt"])
+    assert command[:5] == [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    args = build_parser().parse_args(command[command.index("gptlab") + 1:])
+    # Read back over another preset, the flags give these configs and nothing of that preset's.
+    assert ModelConfig.preset(DEFAULT_PRESET, **_overrides(args, ModelConfig)) == model
+    assert TrainConfig.preset(DEFAULT_PRESET, **_overrides(args, TrainConfig)) == train
+    assert (args.data, args.out) == (["a.txt"], str(tmp_path / "run"))
 
 
 def test_the_service_refuses_more_processes_than_the_server_has(tmp_path):
