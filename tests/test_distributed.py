@@ -306,7 +306,7 @@ def test_the_service_trains_on_two_processes_and_its_stop_reaches_every_rank(tmp
     assert isinstance(done, DoneEvent) and done.status == "stopped" and info.step == done.step
     assert load_checkpoint(folder / "last").step == done.step
     assert load_checkpoint(folder / "last").extra["distributed"]["world_size"] == 2
-    assert "stopped" in seen[-1].status  # the live view read it from the folder, as for any run
+    assert "stopped" in seen[-1].status and "on 2 processes" in seen[-1].status  # read from the folder, as any run
     # Resume keeps the run's two processes, and continues its log from the checkpoint.
     list(lab.resume(owner=owner, run_id=run_id, max_steps=done.step + 3, max_time=0))
     info = lab.registry.get(owner, run_id)
