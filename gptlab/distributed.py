@@ -295,8 +295,8 @@ def init(device: torch.device) -> Dist:
 def shutdown(dist: Dist, *, wait: bool = True) -> None:
     """Leave the process group. `wait`: first wait for every rank, so none leaves while rank 0
     still writes the last checkpoint (a leaver would make torchrun end the others)."""
-    if dist.active and tdist.is_initialized():
-        if wait:
+    if dist is not LOCAL and tdist.is_initialized():  # torchrun with one process has a group too
+        if wait and dist.active:
             try:
                 tdist.barrier()
             except Exception:  # a peer already gone: its failure, reported by torchrun, is the story

@@ -129,7 +129,8 @@ class Trainer:
     # -- state -----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything besides the weights that a resumed run needs to continue exactly."""
+        """Everything besides the weights that a resumed run needs to continue exactly. With several
+        processes it is a collective: every rank calls it (the trainer's saves do)."""
         state = {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
                  "best_val_loss": self.best_val_loss, "bad_evals": self.bad_evals,
                  "optimizer": self.dist.optimizer_state(self.model, self.optimizer), **self._rng_states()}

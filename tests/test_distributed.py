@@ -128,6 +128,10 @@ def test_a_two_process_checkpoint_resumes_in_one_process(ddp_run, corpus, tmp_pa
     assert load_checkpoint(tmp_path / "one" / "last").extra["distributed"]["world_size"] == 1
 
 
+NEEDS_PROC = pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+                                reason="finds torchrun's workers through /proc/<pid>/task/<pid>/children")
+
+
 def _workers(parent: int) -> dict[int, int]:
     """{rank: pid} of torchrun's worker processes."""
     found = {}
@@ -153,7 +157,7 @@ def _start_long_job(cwd, out):
     pytest.fail("the job did not start training within 60 s")
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers through /proc")
+@NEEDS_PROC
 def test_sigterm_on_one_rank_stops_every_rank_with_a_checkpoint(corpus):
     job, workers = _start_long_job(corpus, "stopped")
     os.kill(workers[1], signal.SIGTERM)
@@ -163,7 +167,7 @@ def test_sigterm_on_one_rank_stops_every_rank_with_a_checkpoint(corpus):
     assert load_checkpoint(corpus / "stopped" / "last").step == done.step > 0
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the workers through /proc")
+@NEEDS_PROC
 def test_killing_one_rank_ends_the_job_with_an_error_not_a_hang(corpus):
     job, workers = _start_long_job(corpus, "killed")
     started = time.monotonic()
