@@ -20,6 +20,7 @@ from gptlab.checkpoint import load_checkpoint
 from gptlab.data import load_texts, prepare_data
 from gptlab.distributed import Dist
 from gptlab.events import DoneEvent, EvalEvent, StepEvent
+from gptlab.report import run_report
 from gptlab.runfolder import read_events
 from gptlab.trainer import Trainer
 from gptlab.training import TrainingRun
@@ -77,6 +78,9 @@ def test_two_processes_write_one_run_folder_and_say_their_world_size(ddp_run):
     assert len(streams) == 2 and not torch.equal(streams[0]["data_rng"], streams[1]["data_rng"])
     losses = [e.loss for e in events if isinstance(e, StepEvent)]
     assert losses[-1] < losses[0] - 0.3
+
+    hardware = run_report(run).section("Hardware").body  # the run report names the world and its batch
+    assert "2 (gloo, DDP)" in hardware and f"{BATCH} x 1 x 2" in hardware
 
 
 def test_the_first_step_and_the_evaluation_match_one_process_on_the_same_global_batch(ddp_run, corpus):
