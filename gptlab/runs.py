@@ -237,7 +237,8 @@ class RunRegistry:
                     shutil.rmtree(self.root / run_id, ignore_errors=True)  # a run that never started leaves nothing
                     raise
                 info = RunInfo(id=run_id, owner=owner, name=name or time.strftime("run %H:%M:%S"), status="running",
-                               created=time.time(), model=to_dict(run.model_config), train=to_dict(train_config),
+                               created=time.time(), model=to_dict(run.model_config),
+                               train=to_dict(run.train_config.replace(device=train_config.device)),
                                data=run.data.description, sweep=sweep, processes=processes)
                 if processes > 1:
                     run = train_command(self.root / run_id, processes, model_config=run.model_config,
