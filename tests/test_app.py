@@ -204,6 +204,13 @@ def test_every_endpoint_keeps_its_name_and_parameter_names(server):
     assert API["/sample"][5:8] == ["strategy", "temperature", "top_k"]
 
 
+def test_the_gpus_box_shows_only_where_a_run_can_use_several(tmp_path):
+    for most, shown in ((1, False), (2, True)):
+        demo = build_demo(Lab(tmp_path / f"runs-{most}", limits=Limits(max_processes=most)))
+        box = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "processes")
+        assert (box.visible, box.maximum, box.value) == (shown, most, 1)
+
+
 def test_the_readme_client_example_runs(server):
     """The README's gradio_client example, as written there, against the launched app."""
     _, client = server
