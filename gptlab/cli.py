@@ -337,6 +337,8 @@ def cmd_info(args) -> int:
     if ck.metrics:
         shown = {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in ck.metrics.items()}
         print("metrics: " + json.dumps(shown))
+    if ck.extra.get("distributed", {}).get("world_size", 1) > 1:
+        print("distributed: " + json.dumps(ck.extra["distributed"]))
     if ck.extra.get("data"):
         print("data: " + json.dumps({k: v for k, v in ck.extra["data"].items() if k != "paths"}))
     return 0
