@@ -351,3 +351,19 @@ def test_the_service_refuses_more_processes_than_the_server_has(tmp_path):
         with pytest.raises(DataError, match="1 to 1 process"):
             next(lab.start(owner="", source=SOURCES[0], files=None, pasted=None, tokenizer="char",
                            start_from=START_FROM[0], settings=hyper(), processes=bad))
+
+
+def test_a_job_that_ends_without_a_word_fails_with_its_last_lines_and_one_stopped_early_is_stopped(tmp_path):
+    import threading
+
+    from gptlab.launch import Job
+
+    crashed = Job([sys.executable, "-c", "import sys; print('rank 1 failed: out of memory'); sys.exit(3)"], tmp_path / "a")
+    status, reason = crashed.wait(threading.Event(), poll_s=0.05)
+    assert status == "failed" and "exit status 3" in reason and "rank 1 failed: out of memory" in reason
+    stop = threading.Event()
+    stop.set()
+    started = time.monotonic()
+    slow = Job([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "b")
+    assert slow.wait(stop, poll_s=0.05) == ("stopped", "stopped by request before training began")
+    assert time.monotonic() - started < 10
