@@ -23,6 +23,7 @@ from gptlab.events import DoneEvent
 from gptlab.runfolder import read_events
 
 LOG_FILE = "torchrun.log"  # the job's own output (torchrun's and every rank's), beside metrics.jsonl
+PID_FILE = "torchrun.pid"  # while the job runs: its torchrun's process id (see stop_orphan)
 # torchrun gives the ranks this long after its SIGTERM before it kills them; a stop waits a little longer.
 STOP_GRACE_S = 30.0
 
@@ -69,6 +70,7 @@ class Job:
             # A session of its own: a Ctrl-C meant for the server reaches the job through stop(), once.
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                             start_new_session=True)
+        (self.folder / PID_FILE).write_text(str(self.process.pid), encoding="utf-8")
         self._stopping = threading.Event()
 
     def stop(self) -> None:
@@ -93,6 +95,7 @@ class Job:
                         self.process.kill()
                         code = self.process.wait()
                     break
+        (self.folder / PID_FILE).unlink(missing_ok=True)
         done = next((e for e in reversed(read_events(self.folder)) if isinstance(e, DoneEvent)), None)
         if done is not None:
             return done.status, done.reason
@@ -109,3 +112,19 @@ class Job:
             return "its log could not be read"
         kept = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(" ")]
         return " / ".join(kept[-lines:]) or "it wrote nothing"
+
+
+def stop_orphan(folder: str | os.PathLike) -> bool:
+    """Stop a job that outlived the server that started it (its session is its own, so a killed server
+    leaves it training): SIGTERM, as a server's shutdown would send, so it saves last/ and ends. True
+    if there was one. The process id is trusted only while it still names a torchrun."""
+    path = Path(folder) / PID_FILE
+    try:
+        pid = int(path.read_text(encoding="utf-8"))
+        alive = b"torch.distributed.run" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        alive = False
+    path.unlink(missing_ok=True)
+    if alive:
+        os.kill(pid, signal.SIGTERM)
+    return alive

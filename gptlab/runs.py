@@ -25,7 +25,7 @@ from typing import Any
 from gptlab.checkpoint import load_checkpoint
 from gptlab.config import ModelConfig, TrainConfig, to_dict
 from gptlab.events import Event
-from gptlab.launch import Job, train_command
+from gptlab.launch import Job, stop_orphan, train_command
 from gptlab.runfolder import METRICS_FILE, checkpoint_step, newest_checkpoint, read_events, read_new_events
 from gptlab.trainer import StepHook, StopFlag
 from gptlab.training import TrainingRun
@@ -131,6 +131,8 @@ class RunRegistry:
         for info in self._all():
             if info.status in ACTIVE:
                 folder = self.root / info.id
+                if info.processes > 1:
+                    stop_orphan(folder)  # a torchrun job outlives a killed server; two must never share a run
                 newest = newest_checkpoint(folder)
                 info.status = INTERRUPTED
                 try:  # when it last logged something: about when the server died

@@ -367,3 +367,22 @@ def test_a_job_that_ends_without_a_word_fails_with_its_last_lines_and_one_stoppe
     slow = Job([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "b")
     assert slow.wait(stop, poll_s=0.05) == ("stopped", "stopped by request before training began")
     assert time.monotonic() - started < 10
+
+
+@NEEDS_PROC
+def test_a_server_that_starts_again_stops_the_job_its_dead_predecessor_left_training(tmp_path):
+    import json
+
+    from gptlab.launch import PID_FILE, Job
+    from gptlab.runs import STATUS_FILE, RunInfo, RunRegistry
+
+    folder = tmp_path / "runs" / "abc123"
+    # Stands in for a torchrun job (the id is trusted only while its command line names torchrun).
+    job = Job([sys.executable, "-c", "import time; time.sleep(60)", "torch.distributed.run"], folder)
+    info = RunInfo(id="abc123", owner="o" * 20, name="run", status="running", created=time.time(), processes=2)
+    (folder / STATUS_FILE).write_text(json.dumps(info.__dict__), encoding="utf-8")
+    while b"torch.distributed.run" not in Path(f"/proc/{job.process.pid}/cmdline").read_bytes():
+        time.sleep(0.01)  # until the child has become that program
+    registry = RunRegistry(tmp_path / "runs")
+    assert job.process.wait(timeout=10) == -signal.SIGTERM and not (folder / PID_FILE).exists()
+    assert registry.get("o" * 20, "abc123").status == "interrupted"
