@@ -138,11 +138,20 @@ def _fmt_time(seconds: float | None) -> str:
 
 
 def cmd_train(args) -> int:
-    from gptlab.trainer import StopFlag
+    from gptlab import distributed
+    from gptlab.trainer import StopFlag, pick_device
 
     stop, received = StopFlag(), []
-    with _signals_stop(stop, received):
-        return _train(args, stop, received)
+    # Under torchrun: join the other processes (a no-op without it); each rank handles its signals.
+    dist = distributed.init(pick_device(args.device or "auto")) if distributed.launched() else distributed.LOCAL
+    ended = False
+    try:
+        with _signals_stop(stop, received):
+            code = _train(args, stop, received, dist)
+        ended = True
+        return code
+    finally:
+        distributed.shutdown(dist, wait=ended)
 
 
 @contextlib.contextmanager
@@ -168,7 +177,7 @@ def _signals_stop(stop, received: list):
             signal.signal(sig, old)
 
 
-def _train(args, stop, received: list) -> int:
+def _train(args, stop, received: list, dist) -> int:
     from tqdm import tqdm
 
     from gptlab.events import CheckpointEvent, DoneEvent, EvalEvent, SampleEvent, StepEvent
@@ -183,14 +192,16 @@ def _train(args, stop, received: list) -> int:
             raise ValueError(f"A resumed run keeps its own settings, so {', '.join(flags + ['--init-from'] * bool(args.init_from))} "
                              "cannot be used with --resume; only --max-steps, --max-time, --data and --out can.")
         run = TrainingRun.resume(args.resume, out_dir=args.out, data_paths=args.data, max_steps=args.max_steps,
-                                 max_time=args.max_time)
+                                 max_time=args.max_time, dist=dist)
     else:
         preset = args.preset or DEFAULT_PRESET
         model_config = ModelConfig.preset(preset, **_overrides(args, ModelConfig))
         train_config = TrainConfig.preset(preset, **_overrides(args, TrainConfig))
-        out_dir = args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}"
-        run = (TrainingRun.fine_tune(args.init_from, model_config, train_config, out_dir, args.data) if args.init_from
-               else TrainingRun.new(model_config, train_config, out_dir, args.data))
+        out_dir = args.out or dist.broadcast(f"runs/{time.strftime('%Y%m%d-%H%M%S')}")  # one name for all ranks
+        run = (TrainingRun.fine_tune(args.init_from, model_config, train_config, out_dir, args.data, dist=dist)
+               if args.init_from else TrainingRun.new(model_config, train_config, out_dir, args.data, dist=dist))
+    if not dist.is_main:  # rank 0 alone speaks; the others train, and end as it does
+        return next((_exit_code(e, received) for e in run.events(stop) if isinstance(e, DoneEvent)), 1)
     out, stats = run.out_dir, run.data.stats
     tracker = open_tracker(args.tracker, out.name, {"model": to_dict(run.model_config),
                                                     "train": to_dict(run.train_config)}, resume=run.resumed)
@@ -201,6 +212,14 @@ def _train(args, stop, received: list) -> int:
           f"({stats.train_tokens:,} train / {stats.val_tokens:,} val), vocabulary {stats.vocab_size}\n"
           f"model: {run.model_config.num_params() / 1e6:.2f}M parameters, context {run.model_config.block_size}; "
           f"device {run.trainer.device}", file=sys.stderr)
+    if run.train_config.fsdp and not dist.active:
+        print("note: --fsdp shards a model across the processes torchrun starts; one process trains it whole",
+              file=sys.stderr)
+    if dist.active:
+        world = run.extra["distributed"]
+        print(f"distributed: world size {dist.world_size} ({dist.backend}{', FSDP' if dist.fsdp else ', DDP'}); "
+              f"global batch {world['global_batch_formula']} (batch x accumulation x world size) = "
+              f"{world['global_batch']} windows, {world['tokens_per_step']:,} tokens per step", file=sys.stderr)
     events = run.events(stop, trackers=[tracker] if tracker else [])
     bar = None
     try:
@@ -231,8 +250,7 @@ def _train(args, stop, received: list) -> int:
                 print(f"{event.status}: {event.reason}. {event.step} steps, {event.tokens_seen:,} tokens in "
                       f"{_fmt_time(event.elapsed)}; best val loss {best}.\ncheckpoints: {out}/best, {out}/last "
                       f"(resume with --resume {out})")
-                # A run ended by a signal exits as a killed process would (128 + the signal's number).
-                return 128 + received[0] if received and event.status == "stopped" else 0
+                return _exit_code(event, received)
     except KeyboardInterrupt:  # a second Ctrl-C, while the first was stopping the run
         print(f"\ninterrupted before the last checkpoint was saved; --resume {out} continues from the newest "
               "one", file=sys.stderr)
@@ -242,6 +260,13 @@ def _train(args, stop, received: list) -> int:
         if bar is not None:
             bar.close()
     return 1
+
+
+def _exit_code(done, received: list) -> int:
+    if done.status in ("failed", "diverged"):
+        return 1
+    # A run ended by a signal exits as a killed process would (128 + the signal's number).
+    return 128 + received[0] if received and done.status == "stopped" else 0
 
 
 def _checkpoint_folder(path: str) -> Path:
@@ -312,6 +337,8 @@ def cmd_info(args) -> int:
     if ck.metrics:
         shown = {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else v) for k, v in ck.metrics.items()}
         print("metrics: " + json.dumps(shown))
+    if ck.extra.get("distributed", {}).get("world_size", 1) > 1:
+        print("distributed: " + json.dumps(ck.extra["distributed"]))
     if ck.extra.get("data"):
         print("data: " + json.dumps({k: v for k, v in ck.extra["data"].items() if k != "paths"}))
     return 0

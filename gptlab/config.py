@@ -169,6 +169,8 @@ class TrainConfig(_Config):
     precision: str = setting("auto", "auto (bf16 on CUDA, else fp32), fp32, or bf16 (mixed precision; on a CPU only "
                                      "where it has native bf16)", choices=PRECISIONS)
     compile: bool = setting(False, "compile the model with torch.compile (pays off on long GPU runs)")
+    fsdp: bool = setting(False, "under torchrun, shard the weights, gradients and optimiser state across the "
+                                "processes (FSDP) instead of copying them to each (DDP); for models too big for one device")
 
     def __post_init__(self):
         check_types(self)

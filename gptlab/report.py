@@ -139,7 +139,7 @@ def run_report(run_dir: str | os.PathLike) -> RunReport:
     newest = _config_json(newest_checkpoint(run) or (run / BEST if (run / BEST).is_dir() else run / LAST))
     extra = _dict((newest or started or {}).get("extra"))
     plot = run / LOSS_PLOT if (run / LOSS_PLOT).is_file() else None
-    sections = (_results(events), _loss_curve(plot), _time(events), _hardware(_dict(extra.get("hardware"))),
+    sections = (_results(events), _loss_curve(plot), _time(events), _hardware(_dict(extra.get("hardware")), _dict(extra.get("distributed"))),
                 _data(_dict(extra.get("data")), _dict(extra.get("stats"))), _configuration(started, newest),
                 _samples(events))
     return RunReport(title=f"Run report: {inline(run.name)}", sections=sections, loss_plot=plot)
@@ -186,10 +186,14 @@ def _time(events: list[Event]) -> Section:
     return Section("Time", table(rows, ("What", "Value")))
 
 
-def _hardware(hw: dict) -> Section:
+def _hardware(hw: dict, world: dict) -> Section:
     if not hw:
         return Section("Hardware", "Not recorded (the run was made by an older GPT Lab).")
     rows = [("device", hw.get("device"))]
+    if isinstance(world.get("world_size"), int) and world["world_size"] > 1:  # the newest stretch's world
+        rows += [("processes", f"{world['world_size']} ({world.get('backend')}, {'FSDP' if world.get('fsdp') else 'DDP'})"),
+                 ("global batch", f"{world.get('global_batch_formula')} (batch x accumulation x processes) = "
+                                  f"{world.get('global_batch')} windows")]
     rows += [("GPU", hw["gpu"])] if hw.get("gpu") else []
     rows += [("CPU", hw.get("cpu")), ("CPU cores", hw.get("cpu_cores")), ("torch threads", hw.get("torch_threads")),
              ("precision", hw.get("precision")), ("torch", hw.get("torch"))]

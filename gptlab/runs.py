@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 
+from gptlab.checkpoint import load_checkpoint
 from gptlab.config import ModelConfig, TrainConfig, to_dict
 from gptlab.events import Event
+from gptlab.launch import Job, stop_orphan, train_command
 from gptlab.runfolder import METRICS_FILE, checkpoint_step, newest_checkpoint, read_events, read_new_events
 from gptlab.trainer import StepHook, StopFlag
 from gptlab.training import TrainingRun
@@ -57,6 +59,7 @@ class RunInfo:
     train: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     sweep: str = ""  # the id of the sweep that queued it (gptlab.sweeps), if one did
+    processes: int = 1  # above 1: trained by a torchrun job of that many processes (gptlab.launch)
 
     @property
     def resumable(self) -> bool:
@@ -128,6 +131,8 @@ class RunRegistry:
         for info in self._all():
             if info.status in ACTIVE:
                 folder = self.root / info.id
+                if info.processes > 1:
+                    stop_orphan(folder)  # a torchrun job outlives a killed server; two must never share a run
                 newest = newest_checkpoint(folder)
                 info.status = INTERRUPTED
                 try:  # when it last logged something: about when the server died
@@ -180,8 +185,10 @@ class RunRegistry:
 
     def start(self, owner: str, *, model_config: ModelConfig | None = None, train_config: TrainConfig | None = None,
               data_paths=None, texts=None, init_from=None, resume_id: str | None = None, name: str = "",
-              sweep: str = "") -> str:
-        """Prepare a run (errors surface here, before any thread starts) and train it in the background."""
+              sweep: str = "", processes: int = 1) -> str:
+        """Prepare a run (errors surface here, before any thread starts) and train it in the background:
+        in this process, or with processes > 1 as a torchrun job whose folder is read like any run's
+        (a resume keeps the run's number of processes)."""
         if not owner:
             raise RunError("A run needs an owner.")
         with self._lock:
@@ -201,36 +208,51 @@ class RunRegistry:
                 if newest is None:
                     raise RunError("That run saved no checkpoint before it ended, so it cannot be resumed; "
                                    "start a new run instead.")
-                run = TrainingRun.resume(newest, out_dir=self.root / info.id,
-                                         max_steps=train_config.max_steps if train_config else None,
-                                         max_time=(train_config.max_time or 0) if train_config else None,
-                                         step_hook=self.step_hook)
+                max_steps = train_config.max_steps if train_config else None
+                max_time = (train_config.max_time or 0) if train_config else None
+                if info.processes > 1:
+                    run = train_command(self.root / info.id, info.processes, resume=newest, max_steps=max_steps,
+                                        max_time=max_time)
+                    saved = load_checkpoint(newest).train_config
+                    info.train = to_dict(saved.replace(max_steps=max_steps or saved.max_steps,
+                                                       max_time=saved.max_time if max_time is None else max_time or None))
+                else:
+                    run = TrainingRun.resume(newest, out_dir=self.root / info.id, max_steps=max_steps,
+                                             max_time=max_time, step_hook=self.step_hook)
+                    info.data.setdefault("baselines", run.data.description["baselines"])  # runs from before them
+                    info.train = to_dict(run.train_config)
                 info.status, info.reason, info.ended = "running", "", None
-                info.data.setdefault("baselines", run.data.description["baselines"])  # runs from before them
-                info.train = to_dict(run.train_config)
             else:
                 self.cleanup(owner)
                 run_id = secrets.token_hex(8)
                 try:
                     kept = self._keep_files(run_id, data_paths)
+                    # A torchrun job's settings are checked here too, on the CPU, so its errors surface now.
+                    checked = train_config.replace(device="cpu") if processes > 1 else train_config
                     if init_from is None:
-                        run = TrainingRun.new(model_config, train_config, self.root / run_id, kept, texts,
+                        run = TrainingRun.new(model_config, checked, self.root / run_id, kept, texts,
                                               step_hook=self.step_hook)
                     else:
-                        run = TrainingRun.fine_tune(init_from, model_config, train_config, self.root / run_id, kept,
+                        run = TrainingRun.fine_tune(init_from, model_config, checked, self.root / run_id, kept,
                                                     texts, step_hook=self.step_hook)
                 except BaseException:
                     shutil.rmtree(self.root / run_id, ignore_errors=True)  # a run that never started leaves nothing
                     raise
                 info = RunInfo(id=run_id, owner=owner, name=name or time.strftime("run %H:%M:%S"), status="running",
-                               created=time.time(), model=to_dict(run.model_config), train=to_dict(run.train_config),
-                               data=run.data.description, sweep=sweep)
+                               created=time.time(), model=to_dict(run.model_config),
+                               train=to_dict(run.train_config.replace(device=train_config.device)),
+                               data=run.data.description, sweep=sweep, processes=processes)
+                if processes > 1:
+                    run = train_command(self.root / run_id, processes, model_config=run.model_config,
+                                        train_config=train_config, data_paths=run.extra["data"]["paths"],
+                                        init_from=init_from)
                 self._refused.pop(owner, None)
             (self.root / info.id).mkdir(parents=True, exist_ok=True)
             self._write(info)
             self._feeds[info.id] = RunFeed(self.root / info.id)
             stop = StopFlag()
-            thread = threading.Thread(target=self._train, args=(run, info, stop), name=f"train-{info.id}", daemon=True)
+            target = self._train_job if isinstance(run, list) else self._train
+            thread = threading.Thread(target=target, args=(run, info, stop), name=f"train-{info.id}", daemon=True)
             self._threads[info.id], self._stops[info.id] = thread, stop
             thread.start()
             return info.id
@@ -263,13 +285,28 @@ class RunRegistry:
             # Our ValueErrors are sentences for the user; anything else is named, since it is a bug or the OS.
             info.status, info.reason = "failed", str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
         finally:
-            if info.status == "running":
-                info.status, info.reason = "stopped", "training ended unexpectedly"
-            info.ended = time.time()
-            renamed = self._read(info.id)  # a rename while it trained is kept
-            info.name = renamed.name if renamed else info.name
-            self._write(info)
-            self._feeds.pop(info.id, None)
+            self._finish(info)
+
+    def _finish(self, info: RunInfo) -> None:
+        if info.status == "running":
+            info.status, info.reason = "stopped", "training ended unexpectedly"
+        info.ended = time.time()
+        renamed = self._read(info.id)  # a rename while it trained is kept
+        info.name = renamed.name if renamed else info.name
+        self._write(info)
+        self._feeds.pop(info.id, None)
+
+    def _train_job(self, command: list[str], info: RunInfo, stop: threading.Event) -> None:
+        """A torchrun job in place of the training thread's loop; what it did is read from its log."""
+        try:
+            info.status, info.reason = Job(command, self.root / info.id).wait(stop)
+            events = read_events(self.root / info.id)
+            info.step = max((e.step for e in events), default=info.step)
+            info.best_val_loss = next((e.best_val_loss for e in reversed(events) if e.kind == "eval"), None)
+        except Exception as e:
+            info.status, info.reason = "failed", f"the training processes could not be run: {type(e).__name__}: {e}"
+        finally:
+            self._finish(info)
 
     def stop(self, owner: str, run_id: str) -> bool:
         """Ask an owner's run to stop before its next optimiser step; True if it was running."""

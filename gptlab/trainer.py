@@ -10,6 +10,9 @@ returns becomes a SnapshotEvent (the app's time machine).
 A crash loses little: `last` is saved at every evaluation and at least every `checkpoint_seconds`.
 The stop flag is looked at before every step, between micro-batches and between evaluation
 batches; a stop ends the run at the last completed optimiser step, saved as `last`.
+
+Several processes (`dist`, gptlab.distributed) run the same loop on their own windows; they agree once
+a step on the loss, the clock and the stop flag, and rank 0 alone writes checkpoints and samples.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from gptlab.config import TrainConfig
+from gptlab.distributed import LOCAL, Dist, pick_device, resolve_precision  # noqa: F401  (the trainer's names)
 from gptlab.events import CheckpointEvent, DoneEvent, EvalEvent, Event, SampleEvent, SnapshotEvent, StepEvent
 
 LAST = "last"  # the checkpoint a resume continues from (gptlab.runfolder names a run's folders)
@@ -65,30 +69,6 @@ class DataSource(Protocol):
     def eval_batches(self, split: str, batch_size: int, *, count: int | None = None): ...
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        if name.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for, but PyTorch sees no CUDA GPU; use --device cpu or auto.")
-        if name == "mps" and not torch.backends.mps.is_available():
-            raise ValueError("device 'mps' was asked for, but this machine has no usable Apple GPU; use cpu or auto.")
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """bf16 autocast where the hardware has it; fp32 otherwise. A CPU without native bf16 would
-    emulate it many times slower than fp32, so 'bf16' falls back to fp32 there."""
-    if precision == "fp32" or device.type not in ("cuda", "cpu"):
-        return "fp32"
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if precision == "bf16" and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-
-
 def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW that decays only the weights of Linear layers: biases, norms and embeddings are left
     alone. A weight shared by an Embedding and a Linear (a tied lm_head) counts as an embedding."""
@@ -108,7 +88,7 @@ class Trainer:
     def __init__(self, model: nn.Module, config: TrainConfig, data: DataSource, *,
                  save: SaveFn | None = None, sample: SampleFn | None = None, device: torch.device | None = None,
                  on_step: StepHook | None = None, checkpoint_seconds: float | None = CHECKPOINT_SECONDS,
-                 diverge_above: float | None = None, snapshot: SnapshotFn | None = None):
+                 diverge_above: float | None = None, snapshot: SnapshotFn | None = None, dist: Dist = LOCAL):
         if checkpoint_seconds is not None and not checkpoint_seconds > 0:
             raise ValueError(f"checkpoint_seconds must be a number of seconds above 0, or None to save last only "
                              f"at evaluations; got {checkpoint_seconds!r}.")
@@ -116,12 +96,16 @@ class Trainer:
         self.checkpoint_seconds = checkpoint_seconds
         self.diverge_above = diverge_above  # a training loss above this ends the run as diverged
         self.device = device or pick_device(config.device)
-        self.model = model.to(self.device)
+        self.dist = dist
+        # On the device, and DDP around it; or FSDP's shards of it, moved to the device block by block.
+        self.model, wrapped = dist.wrap(model, self.device, fsdp=config.fsdp)
         self.data = data
-        self.save_fn, self.sample_fn, self.on_step = save, sample, on_step
-        self.snapshot_fn = snapshot
+        # Rank 0 alone writes samples; under FSDP no rank holds the whole weights to generate from.
+        texts = dist.is_main and not dist.fsdp
+        self.save_fn, self.sample_fn, self.on_step = save, sample if texts else None, on_step
+        self.snapshot_fn = snapshot if texts else None
         self.optimizer = make_optimizer(self.model, config, self.device)
-        self.data_rng = torch.Generator().manual_seed(config.seed)
+        self.data_rng = torch.Generator().manual_seed(dist.seed(config.seed))
         self.step = 0
         self.tokens_seen = 0
         self.elapsed = 0.0
@@ -132,9 +116,12 @@ class Trainer:
         self._clock = time.perf_counter()
         self._last_saved_step: int | None = None
         self._last_saved_at = time.monotonic()
+        self._agreed_stop = self._agreed_save = False  # what the ranks agreed at the last step
         self.metrics: dict[str, Any] = {}
-        torch.manual_seed(config.seed)
-        self._forward = torch.compile(self.model) if config.compile else self.model
+        torch.manual_seed(dist.seed(config.seed))
+        self._wrapped, self._to_save = wrapped, dist.shadow if dist.shadow is not None else self.model
+        self._forward = torch.compile(wrapped) if config.compile else wrapped
+        self._eval_forward = self._forward if dist.eval_module(self.model, wrapped) is wrapped else self.model
         self.precision = resolve_precision(config.precision, self.device)
         self._autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.precision == "bf16"
                           else nullcontext())
@@ -142,17 +129,25 @@ class Trainer:
     # -- state -----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything besides the weights that a resumed run needs to continue exactly."""
-        return {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
-                "best_val_loss": self.best_val_loss, "bad_evals": self.bad_evals,
-                "optimizer": self.optimizer.state_dict(), **self._rng_states()}
+        """Everything besides the weights that a resumed run needs to continue exactly. With several
+        processes it is a collective: every rank calls it (the trainer's saves do)."""
+        state = {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed": self.elapsed,
+                 "best_val_loss": self.best_val_loss, "bad_evals": self.bad_evals,
+                 "optimizer": self.dist.optimizer_state(self.model, self.optimizer), **self._rng_states()}
+        if self.dist.active:  # each rank's random streams, so the same world size resumes exactly
+            state["rank_rngs"] = self.dist.gather(self._rng_states())
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """A state saved by any world size. Rank r takes rank r's random streams where the saved run
+        had that rank; a rank it did not have starts its own stream afresh (gptlab.distributed)."""
         self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
         self.elapsed, self.best_val_loss = float(state["elapsed"]), float(state["best_val_loss"])
         self.bad_evals = int(state["bad_evals"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self._set_rng_states(state)
+        self.dist.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
+        ranks = state.get("rank_rngs") or [state]
+        if self.dist.rank < len(ranks):
+            self._set_rng_states(ranks[self.dist.rank])
 
     def _rng_states(self) -> dict[str, torch.Tensor]:
         states = {"data_rng": self.data_rng.get_state(), "torch_rng": torch.get_rng_state()}
@@ -183,22 +178,40 @@ class Trainer:
         losses = {}
         try:
             for split in ("train", "val"):
-                total, n = 0.0, 0
-                for x, y in self.data.eval_batches(split, self.config.batch_size,
-                                                   count=self.config.eval_batches * self.config.batch_size):
-                    self._check_stop()
-                    with self._autocast:
-                        _, loss = self._forward(x.to(self.device), y.to(self.device))
-                    total += loss.item() * x.size(0)
-                    n += x.size(0)
-                losses[split] = total / n
+                batches = self.data.eval_batches(split, self.config.batch_size,
+                                                 count=self.config.eval_batches * self.config.batch_size)
+                losses[split] = (self.dist.evaluate(self._eval_forward, list(batches), self._autocast)
+                                 if self.dist.active else self._local_eval(batches))
         finally:
             self.model.train(was_training)
         return losses
 
+    def _local_eval(self, batches) -> float:
+        total, n = 0.0, 0
+        for x, y in batches:
+            self._check_stop()
+            with self._autocast:
+                _, loss = self._eval_forward(x.to(self.device), y.to(self.device))
+            total += loss.item() * x.size(0)
+            n += x.size(0)
+        return total / n
+
     def _check_stop(self) -> None:
-        if self._stop is not None and self._stop.is_set():
+        """Several ranks stop only where they agreed to (the top of the loop); one stops anywhere."""
+        if self._agreed_stop or (not self.dist.active and self._stop is not None and self._stop.is_set()):
             raise _Stopped
+
+    def _tick(self) -> None:
+        """The run's clock. Several ranks keep the one they agreed at the last step: a time budget or
+        a schedule that follows the clock must not part them."""
+        if not self.dist.active:
+            self.elapsed = time.perf_counter() - self._clock
+
+    def _save_due(self, here: bool = False) -> bool:
+        """Whether checkpoint_seconds have passed since the last save (here, or as the ranks agreed)."""
+        if self.dist.active and not here:
+            return self._agreed_save
+        return self.checkpoint_seconds is not None and time.monotonic() - self._last_saved_at >= self.checkpoint_seconds
 
     def _train_step(self) -> tuple[float, float, float, int]:
         """One optimiser step over grad_accum_steps micro-batches: (loss, grad norm, lr, tokens)."""
@@ -215,11 +228,13 @@ class Trainer:
                 if micro:
                     self._check_stop()
                 x, y = self.data.train_batch(cfg.batch_size, self.data_rng)
-                tokens += y.numel()
-                with self._autocast:
-                    _, loss = self._forward(x.to(self.device, non_blocking=True),
-                                            y.to(self.device, non_blocking=True))
-                (loss / cfg.grad_accum_steps).backward()
+                tokens += y.numel() * self.dist.world_size
+                # The gradients are all-reduced once a step, after its last micro-batch.
+                with self.dist.no_sync(self._wrapped, sync=micro == cfg.grad_accum_steps - 1):
+                    with self._autocast:
+                        _, loss = self._forward(x.to(self.device, non_blocking=True),
+                                                y.to(self.device, non_blocking=True))
+                    (loss / cfg.grad_accum_steps).backward()
                 total += loss.detach()
         except _Stopped:
             self.optimizer.zero_grad(set_to_none=True)
@@ -227,16 +242,41 @@ class Trainer:
             raise
         # The norm before clipping is what tells a user that training is unstable.
         norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-        loss_value, norm_value = (total / cfg.grad_accum_steps).item(), float(norm)
+        if self.dist.active:
+            asked = self._stop is not None and self._stop.is_set()
+            loss_value, norm_value, self.elapsed, self._agreed_stop, self._agreed_save = self.dist.step_sync(
+                total / cfg.grad_accum_steps, norm, time.perf_counter() - self._clock, asked, self._save_due(here=True))
+        else:
+            loss_value, norm_value = (total / cfg.grad_accum_steps).item(), float(norm)
         if math.isfinite(loss_value) and math.isfinite(norm_value):
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_value, norm_value, lr, tokens
 
+    def model_to_save(self) -> nn.Module:
+        """The module whose weights the save callback writes (under FSDP, the gathered copy)."""
+        return self._to_save
+
     def _save(self, label: str) -> Iterator[Event]:
-        if self.save_fn is not None:
+        if self.save_fn is None:
+            return
+        if not self.dist.active:
             path = self.save_fn(label, self.state_dict(), dict(self.metrics, step=self.step))
             yield CheckpointEvent(self.step, label, str(path))
+            return
+        # Every rank gathers (FSDP's weights and optimiser state, the random streams); rank 0 writes,
+        # then says whether that worked, so a full disk ends every rank, not rank 0 alone.
+        self._to_save = self.dist.model_to_save(self.model)
+        state, path, error = self.state_dict(), "", ""
+        if self.dist.is_main:
+            try:
+                path = self.save_fn(label, state, dict(self.metrics, step=self.step))
+            except SaveError as e:
+                error = str(e)
+        error = self.dist.agree_error(error)
+        if error:
+            raise SaveError(error if self.dist.is_main else f"rank 0 could not save a checkpoint: {error}")
+        yield CheckpointEvent(self.step, label, str(path))
 
     def _save_last(self) -> Iterator[Event]:
         """`last`, unless it already holds this step (an evaluation saved it just before the end)."""
@@ -250,7 +290,7 @@ class Trainer:
         losses = self.evaluate()
         # Part of the evaluation's cost, so a time budget keeps room for them at the end too.
         texts = self.snapshot_fn(self.model) if self.snapshot_fn is not None else ()
-        self._eval_seconds = time.perf_counter() - started
+        self._eval_seconds = self.dist.mean(time.perf_counter() - started)  # the time budget keeps ranks together
         is_best = losses["val"] < self.best_val_loss
         if is_best:
             self.best_val_loss, self.bad_evals = losses["val"], 0
@@ -299,7 +339,7 @@ class Trainer:
         window_start, window_steps, window_tokens = time.perf_counter(), 0, 0
         window_clipped = 0  # steps whose norm clipping scaled down, for an honest share of steps clipped
         while True:
-            self.elapsed = time.perf_counter() - self._clock
+            self._tick()
             self._check_stop()
             if self.step >= cfg.max_steps:
                 reason = f"reached max_steps ({cfg.max_steps})"
@@ -329,7 +369,7 @@ class Trainer:
                 self.on_step(self.step)
             window_steps, window_tokens = window_steps + 1, window_tokens + tokens
             window_clipped += int(0 < cfg.grad_clip < norm)
-            self.elapsed = time.perf_counter() - self._clock
+            self._tick()
             self.metrics["train_loss_step"] = loss
 
             if self.step % cfg.log_interval == 0 or self.step == cfg.max_steps:
@@ -352,8 +392,7 @@ class Trainer:
             if cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0:
                 yield from self._save(f"step-{self.step:06d}")
             # Whatever the loss did, so a crash loses one evaluation interval (or checkpoint_seconds) at most.
-            if evaluated or (self.checkpoint_seconds is not None
-                             and time.monotonic() - self._last_saved_at >= self.checkpoint_seconds):
+            if evaluated or self._save_due():
                 yield from self._save_last()
 
         if self.step % cfg.eval_interval != 0:

@@ -20,6 +20,7 @@ import torch
 from gptlab.checkpoint import CONFIG_FILE, Checkpoint, load_checkpoint, save_checkpoint
 from gptlab.config import ConfigError, ModelConfig, SampleConfig, TrainConfig
 from gptlab.data import load_texts, prepare_data
+from gptlab.distributed import LOCAL, Dist
 from gptlab.events import Event
 from gptlab.generate import generate
 from gptlab.model import GPT
@@ -43,23 +44,26 @@ class TrainingRun:
     @classmethod
     def new(cls, model_config: ModelConfig, train_config: TrainConfig, out_dir: str | os.PathLike,
             data_paths: Sequence[str | os.PathLike] | None = None, texts: Sequence[str] | None = None, *,
-            step_hook: StepHook | None = None, checkpoint_seconds: float | None = CHECKPOINT_SECONDS) -> TrainingRun:
+            step_hook: StepHook | None = None, checkpoint_seconds: float | None = CHECKPOINT_SECONDS,
+            dist: Dist = LOCAL) -> TrainingRun:
         """A run from random weights, with a tokenizer (train_config.tokenizer) built from its text.
         last/ is saved at every evaluation and at least every checkpoint_seconds (None: only then)."""
         _check_new_run(model_config, train_config, out_dir)
         return cls(out_dir, model_config, train_config, data_paths, texts, step_hook=step_hook,
-                   checkpoint_seconds=checkpoint_seconds)
+                   checkpoint_seconds=checkpoint_seconds, dist=dist)
 
     @classmethod
     def resume(cls, run_or_checkpoint: str | os.PathLike, *, out_dir: str | os.PathLike | None = None,
                data_paths: Sequence[str | os.PathLike] | None = None, texts: Sequence[str] | None = None,
                max_steps: int | None = None, max_time: float | None = None,
-               step_hook: StepHook | None = None, checkpoint_seconds: float | None = CHECKPOINT_SECONDS) -> TrainingRun:
+               step_hook: StepHook | None = None, checkpoint_seconds: float | None = CHECKPOINT_SECONDS,
+               dist: Dist = LOCAL) -> TrainingRun:
         """Continue a stopped or crashed run exactly from a checkpoint: a run folder means its newest
         (runfolder.newest_checkpoint; `resumed_from` says which). Same configs and data; the log is
         cut back to the checkpoint's step. By default the run continues in its own folder; another
         out_dir must be empty, and gets the run's init/ and its log up to that step.
-        max_steps and max_time may be raised to train for longer."""
+        max_steps and max_time may be raised to train for longer. Any world size resumes any other's
+        checkpoint (Trainer.load_state_dict says what stays exact)."""
         source = load_checkpoint(_resume_point(Path(run_or_checkpoint)))
         if not source.resumable or source.train_config is None:
             raise ConfigError(f"{source.path} holds no trainer state, so it cannot be resumed; "
@@ -73,7 +77,8 @@ class TrainingRun:
         if out_dir is not None and Path(out_dir).resolve() != history.resolve():
             _check_empty(Path(out_dir), history)
         run = cls(out_dir or history, source.model_config, source.train_config.replace(**limits), data_paths,
-                  texts, source=source, resumed=True, step_hook=step_hook, checkpoint_seconds=checkpoint_seconds)
+                  texts, source=source, resumed=True, step_hook=step_hook, checkpoint_seconds=checkpoint_seconds,
+                  dist=dist)
         run.trainer.load_state_dict(source.trainer_state())
         run.resumed_from, run._history = source.path, history
         return run
@@ -82,7 +87,7 @@ class TrainingRun:
     def fine_tune(cls, init_from: str | os.PathLike, model_config: ModelConfig, train_config: TrainConfig,
                   out_dir: str | os.PathLike, data_paths: Sequence[str | os.PathLike] | None = None,
                   texts: Sequence[str] | None = None, *, step_hook: StepHook | None = None,
-                  checkpoint_seconds: float | None = CHECKPOINT_SECONDS) -> TrainingRun:
+                  checkpoint_seconds: float | None = CHECKPOINT_SECONDS, dist: Dist = LOCAL) -> TrainingRun:
         """A new run from a checkpoint's weights (a run folder stands for its best, else its last)."""
         _check_new_run(model_config, train_config, out_dir)
         source = load_checkpoint(resolve_checkpoint(init_from, prefer=BEST))
@@ -91,7 +96,7 @@ class TrainingRun:
                                                                   source.model_config.block_size),
                                                    dropout=model_config.dropout)
         run = cls(out_dir, model_config, train_config.replace(tokenizer=source.tokenizer.name), data_paths, texts,
-                  source=source, step_hook=step_hook, checkpoint_seconds=checkpoint_seconds)
+                  source=source, step_hook=step_hook, checkpoint_seconds=checkpoint_seconds, dist=dist)
         run.extra["init_from"] = str(source.path)
         base = source.extra.get("base_model") or source.extra.get("source")
         if base:  # a fine-tune's model card names what it started from, and keeps its licence
@@ -103,24 +108,24 @@ class TrainingRun:
     def __init__(self, out_dir: str | os.PathLike, model_config: ModelConfig, train_config: TrainConfig,
                  data_paths: Sequence[str | os.PathLike] | None, texts: Sequence[str] | None, *,
                  source: Checkpoint | None = None, resumed: bool = False, step_hook: StepHook | None = None,
-                 checkpoint_seconds: float | None = CHECKPOINT_SECONDS):
+                 checkpoint_seconds: float | None = CHECKPOINT_SECONDS, dist: Dist = LOCAL):
         """What every kind of run shares: data, model, trainer and metadata. new, resume and fine_tune
         check their arguments before they come here."""
-        self.out_dir, self.resumed = Path(out_dir), resumed
+        self.out_dir, self.resumed, self.dist = Path(out_dir), resumed, dist
         self.resumed_from: Path | None = None  # the checkpoint a resumed run continues from
         self._history: Path | None = None  # the run folder whose log a resumed run continues
         self.documents = load_texts(data_paths, texts)
         tokenizer: Tokenizer | str = source.tokenizer if source is not None else train_config.tokenizer
         self.data = prepare_data(self.documents, tokenizer, model_config.block_size, train_config.val_fraction,
                                  [str(p) for p in data_paths or ()] + (["pasted text"] if texts else []))
-        if texts and not resumed:
+        if texts and not resumed and dist.is_main:
             # Pasted text lives only in memory: keep a copy, so the run can be resumed later.
             data_paths = list(data_paths or ()) + self._keep_pasted(texts)
         if source is None:
             model_config = model_config.replace(vocab_size=self.data.tokenizer.vocab_size)
         self.model_config, self.train_config = model_config, train_config
 
-        device = pick_device(train_config.device)
+        device = dist.device or pick_device(train_config.device)
         torch.manual_seed(train_config.seed)
         if source is None:
             model = GPT(model_config)
@@ -144,8 +149,11 @@ class TrainingRun:
         self.trainer = Trainer(model, train_config, self.data.dataset, save=self._save, sample=self._sample,
                                device=device, on_step=step_hook, checkpoint_seconds=checkpoint_seconds,
                                diverge_above=DIVERGED_FACTOR * math.log(model_config.vocab_size),
-                               snapshot=self._snapshot if train_config.snapshot_tokens else None)
+                               snapshot=self._snapshot if train_config.snapshot_tokens else None, dist=dist)
         self.extra["hardware"] = hardware(self.trainer.device, self.trainer.precision)  # for the run report
+        # The world this run (or this stretch of a resumed one) trains in, and the global batch it makes.
+        self.extra["distributed"] = dist.describe(train_config.batch_size, train_config.grad_accum_steps,
+                                                  model_config.block_size)
         self.trackers: list[Tracker] = []
 
     def _keep_pasted(self, texts: Sequence[str]) -> list[Path]:
@@ -162,7 +170,7 @@ class TrainingRun:
         folder, step = self.out_dir / label, self.trainer.step
         kept = "the previous one is kept" if (folder / CONFIG_FILE).is_file() else "nothing was overwritten"
         try:
-            return str(save_checkpoint(folder, self.trainer.model, self.model_config, self.data.tokenizer,
+            return str(save_checkpoint(folder, self.trainer.model_to_save(), self.model_config, self.data.tokenizer,
                                        train_config=self.train_config, trainer_state=trainer_state,
                                        step=step, metrics=metrics, extra=self.extra))
         except OSError as e:
@@ -192,7 +200,12 @@ class TrainingRun:
         return out
 
     def events(self, stop: threading.Event | None = None, trackers: Sequence[Tracker] = ()) -> Iterator[Event]:
-        """The run's events, each logged to metrics.jsonl, TensorBoard (<run>/tensorboard/) and `trackers`."""
+        """The run's events, each logged to metrics.jsonl, TensorBoard (<run>/tensorboard/) and `trackers`.
+        In a run of several processes only rank 0 writes; the others train and yield the same events."""
+        self.dist.barrier()  # every rank has checked the run folder before rank 0 writes in it
+        if not self.dist.is_main:
+            yield from self.trainer.run(stop)
+            return
         if self.resumed:
             self._continue_history()
         else:

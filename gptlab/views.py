@@ -123,6 +123,8 @@ def run_status_markdown(info, events: Sequence[Event]) -> str:
     progress = f"step {step:,}" + (f" of {max_steps:,}" if max_steps else "")
     if info.train.get("max_time"):
         progress += f" · time budget {format_seconds(info.train['max_time'])}"
+    if getattr(info, "processes", 1) > 1:  # a torchrun job: the speed is all processes' together
+        progress += f" · on {info.processes} processes"
     if last_step:
         progress += (f" · {last_step.tokens_per_sec:,.0f} tokens/s · elapsed {format_seconds(last_step.elapsed)}")
         if info.status == "running":

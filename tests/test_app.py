@@ -154,7 +154,7 @@ def trained(app):
 SWEEP_FORM = ["owner", "source", "files", "pasted", "tokenizer", "preset", *MODEL_FORM, *TRAIN_FORM]
 API = {
     "/preview": ["source", "files", "pasted", "tokenizer", "block_size"],
-    "/train": ["owner", "source", "files", "pasted", "tokenizer", "start_from", *MODEL_FORM, *TRAIN_FORM],
+    "/train": ["owner", "source", "files", "pasted", "tokenizer", "start_from", *MODEL_FORM, *TRAIN_FORM, "processes"],
     "/stop": ["owner", "run_id"],
     "/resume": ["owner", "run_id", "max_steps", "max_time"],
     "/watch": ["owner", "run_id"],
@@ -205,6 +205,13 @@ def test_every_endpoint_keeps_its_name_and_parameter_names(server):
             for name, info in api["named_endpoints"].items()} == API
     assert API["/train"][6:13] == ["n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "activation"]
     assert API["/sample"][5:8] == ["strategy", "temperature", "top_k"]
+
+
+def test_the_gpus_box_shows_only_where_a_run_can_use_several(tmp_path):
+    for most, shown in ((1, False), (2, True)):
+        demo = build_demo(Lab(tmp_path / f"runs-{most}", limits=Limits(max_processes=most)))
+        box = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "processes")
+        assert (box.visible, box.maximum, box.value) == (shown, most, 1)
 
 
 def test_the_readme_client_example_runs(server):

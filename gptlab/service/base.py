@@ -46,6 +46,8 @@ class Limits:
     max_watchers: int = 16  # live views at once, server-wide: each holds one of Gradio's worker threads
     poll_seconds: float = 1.0  # the live view redraws at most this often, whatever the step rate
     max_sweep_runs: int = 12  # runs in one sweep (each is also held to the work caps of a single run)
+    # Processes a run may train on (a torchrun job, one per GPU); None: one per CUDA GPU this machine has.
+    max_processes: int | None = None
 
 
 class LabBase:

@@ -164,16 +164,27 @@ class Training(LabBase):
                                                                          runs[0])
         yield from self.watch(owner, chosen.id)
 
+    def max_processes(self) -> int:
+        """How many processes a run may train on here: one per CUDA GPU, unless the server says."""
+        if self.limits.max_processes is not None:
+            return max(1, self.limits.max_processes)
+        import torch
+
+        return max(1, torch.cuda.device_count())
+
     def start(self, *, owner: str | None, source: str, files: Sequence[str] | None, pasted: str | None,
-              tokenizer: str, start_from: str, settings: Mapping[str, Any]) -> Iterator[LiveView]:
+              tokenizer: str, start_from: str, settings: Mapping[str, Any], processes=1) -> Iterator[LiveView]:
+        """Start a run and watch it. processes > 1 trains it as a torchrun job on that many GPUs (or CPU
+        processes, where the server allows them), read from its run folder like any run."""
         owner = self.owner_or_new(owner)
         run_id = self._launch(owner, source=source, files=files, pasted=pasted, tokenizer=tokenizer,
-                              start_from=start_from, settings=settings)
+                              start_from=start_from, settings=settings, processes=processes)
         yield from self.watch(owner, run_id)
 
     def _launch(self, owner: str, *, source: str, files: Sequence[str] | None, pasted: str | None, tokenizer: str,
-                start_from: str, settings: Mapping[str, Any]) -> str:
+                start_from: str, settings: Mapping[str, Any], processes=1) -> str:
         """Check a new run against the limits and start it training in the background; its id."""
+        processes = self._processes(processes)
         model_config, train_config = self._configs(tokenizer, settings)
         init_from = self._pretrained_gpt2() if start_from == START_FROM[1] else None
         paths, texts = self._documents(source, files, pasted)
@@ -184,7 +195,19 @@ class Training(LabBase):
             sized = ModelConfig.preset("gpt2", block_size=min(model_config.block_size, 1024))
         train_config = self.caps.admit(sized, train_config)
         return self.registry.start(owner, model_config=model_config, train_config=train_config,
-                                   data_paths=paths, texts=texts, init_from=init_from)
+                                   data_paths=paths, texts=texts, init_from=init_from, processes=processes)
+
+    def _processes(self, processes) -> int:
+        most = self.max_processes()
+        if processes in (None, ""):
+            return 1
+        try:
+            n = float(processes)
+        except (TypeError, ValueError):
+            n = float("nan")
+        if isinstance(processes, bool) or not (n.is_integer() and 1 <= n <= most):
+            raise DataError(f"A run trains on 1 to {most} process(es) here (one per GPU); got {processes!r}.")
+        return int(n)
 
     def _pretrained_gpt2(self) -> Path:
         from gptlab.hub import import_pretrained  # imported on demand: huggingface_hub is slow to import

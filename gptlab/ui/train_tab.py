@@ -44,6 +44,7 @@ class TrainTab:
     doctor: gr.Markdown | None = None  # the loss doctor's reading (see _doctor_panel)
     fixes: dict = field(default_factory=dict)  # diagnosis kind -> its "fill the settings" button
     time_machine: gr.Slider | None = None  # the time machine's step slider, whose range follows the run
+    processes: gr.Number | None = None  # GPUs to train on: shown only where there are several
 
     def live_outputs(self, session: Session) -> list:
         return [session.owner, session.run_id, self.status, self.progress, self.loss_plot, self.dynamics_plot,
@@ -90,7 +91,7 @@ def _settings_column(preset: str, choices: tuple[str, ...]) -> tuple[gr.Dropdown
     return choice, start_from, size, fields
 
 
-def _layout(preset: str, choices: tuple[str, ...]) -> TrainTab:
+def _layout(preset: str, choices: tuple[str, ...], most_processes: int = 1) -> TrainTab:
     with gr.Row():
         with gr.Column(scale=2, min_width=360):
             preset, start_from, size, fields = _settings_column(preset, choices)
@@ -98,6 +99,9 @@ def _layout(preset: str, choices: tuple[str, ...]) -> TrainTab:
                 start = gr.Button("Start", variant="primary", elem_id="start", min_width=100)
                 stop = gr.Button("Stop", variant="stop", elem_id="stop", min_width=100)
                 resume = gr.Button("Resume", elem_id="resume", min_width=100)
+            processes = gr.Number(1, precision=0, minimum=1, maximum=most_processes, label="GPUs",
+                                  info=f"train on up to {most_processes} GPUs at once (a torchrun job, one process each)",
+                                  visible=most_processes > 1, elem_id="processes")
             with gr.Row():
                 runs = gr.Dropdown([], label="your runs", elem_id="runs", allow_custom_value=True)
             prepare = gr.Button("Prepare downloads")
@@ -113,14 +117,14 @@ def _layout(preset: str, choices: tuple[str, ...]) -> TrainTab:
             dynamics = gr.Plot(label="learning rate, gradient norm, speed", elem_id="dyn-plot", show_label=False)
             sample = gr.Textbox(lines=6, label="latest sample", interactive=False, elem_id="sample")
     return TrainTab(preset, start_from, size, fields, start, stop, resume, runs, status, progress, loss_plot,
-                    log_scale, x_axis, dynamics, sample, prepare, downloads)
+                    log_scale, x_axis, dynamics, sample, prepare, downloads, processes=processes)
 
 
 def build(lab: Lab, session: Session, data: DataTab, preset: str = DEFAULT_PRESET,
           choices: tuple[str, ...] = tuple(PRESETS)) -> tuple[TrainTab, list]:
     """The tab and its wiring, starting from `preset` and offering `choices` (the presets that fit the
     hardware); also returns the events after which every run picker is refreshed."""
-    tab = replace(_layout(preset, choices), time_machine=_time_machine_panel(lab, session))
+    tab = replace(_layout(preset, choices, lab.max_processes()), time_machine=_time_machine_panel(lab, session))
     with gr.Row():
         with gr.Column(scale=2, min_width=360):
             _lr_preview_panel(lab, tab, preset)
@@ -139,13 +143,13 @@ def build(lab: Lab, session: Session, data: DataTab, preset: str = DEFAULT_PRESE
                       api_visibility="private")
 
     @user_errors
-    def train(owner, source, files, pasted, tokenizer, start_from, **settings):
+    def train(owner, source, files, pasted, tokenizer, start_from, processes=1, **settings):
         for view in lab.start(owner=owner, source=source, files=files, pasted=pasted, tokenizer=tokenizer,
-                              start_from=start_from, settings=settings):
+                              start_from=start_from, settings=settings, processes=processes):
             yield tab.show(session, view)
 
     train_inputs = {"owner": session.owner, "source": data.source, "files": data.files, "pasted": data.pasted,
-                    "tokenizer": data.tokenizer, "start_from": tab.start_from, **settings}
+                    "tokenizer": data.tokenizer, "start_from": tab.start_from, **settings, "processes": tab.processes}
     started = tab.start.click(train, inputs_kwargs=train_inputs, outputs=live, api_name="train", **LIVE)
 
     @agent_tool
