@@ -198,6 +198,14 @@ def export_gguf(checkpoint_dir, out_path, *, dtype: str = DEFAULT_DTYPE) -> Path
     return out
 
 
+def example_prompt(tokenizer: Tokenizer) -> str:
+    """A prompt to show in the instructions that the model can read: a char model's vocabulary may
+    lack any given letter, and llama.cpp reads an unknown character as an invalid token."""
+    if not isinstance(tokenizer, CharTokenizer):
+        return "Once upon a time"
+    return next((p for p in ("ROMEO:", "The", "the", "a") if not tokenizer.unknown_chars(p)), tokenizer.chars[-1])
+
+
 def modelfile(gguf_path: Path) -> Path:
     return Path(gguf_path).with_suffix(".Modelfile")
 
@@ -206,8 +214,9 @@ def modelfile_text(gguf_name: str, ckpt: Checkpoint) -> str:
     """An Ollama Modelfile for a base model: the prompt goes in as it is (no chat template), the
     context is the model's own, and the sampling settings are gptlab's defaults."""
     defaults = SampleConfig()
-    lines = [f"# A base model trained with GPT Lab: it continues text, it does not chat.",
-             f"# ollama create my-model -f {modelfile(Path(gguf_name)).name} && ollama run my-model \"Once upon\"",
+    lines = ["# A base model trained with GPT Lab: it continues text, it does not chat.",
+             f"# ollama create my-model -f {modelfile(Path(gguf_name)).name} && ollama run my-model "
+             f"\"{example_prompt(ckpt.tokenizer)}\"",
              f"FROM ./{gguf_name}", 'TEMPLATE """{{ .Prompt }}"""',
              f"PARAMETER num_ctx {ckpt.model_config.block_size}",
              f"PARAMETER temperature {defaults.temperature}",
@@ -218,9 +227,15 @@ def modelfile_text(gguf_name: str, ckpt: Checkpoint) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_instructions(gguf_path, ckpt_block_size: int) -> str:
-    """How to run the exported file with llama.cpp and with Ollama (printed by the CLI)."""
-    path = Path(gguf_path)
-    return (f"run it with llama.cpp: llama-completion -m {path} -no-cnv -c {ckpt_block_size} -n 200 --temp 0.8 "
-            f"-p \"Once upon\" (older builds: llama-cli with the same flags)\n"
-            f"or with Ollama: ollama create my-model -f {modelfile(path)} && ollama run my-model \"Once upon\"")
+def how_to_run(gguf_path, checkpoint_dir) -> str:
+    """What the CLI prints after an export: the file, any note, and how to run it with llama.cpp and
+    with Ollama."""
+    path, ckpt = Path(gguf_path), load_checkpoint(checkpoint_dir)
+    note = gguf_note(ckpt.model_config)
+    prompt, temperature = example_prompt(ckpt.tokenizer), SampleConfig().temperature
+    return "\n".join([
+        f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) and {modelfile(path)}",
+        *([f"note: {note}"] if note else []),
+        f"run it with llama.cpp: llama-completion -m {path} -no-cnv -c {ckpt.model_config.block_size} -n 200 "
+        f"--temp {temperature} -p \"{prompt}\"  (older llama.cpp builds: llama-cli with the same flags)",
+        f"or with Ollama: ollama create my-model -f {modelfile(path)} && ollama run my-model \"{prompt}\""])
