@@ -23,7 +23,8 @@ Vocabularies:
   exactly our character tokenizer, and unlike the BPE and SentencePiece vocabularies it has no
   default BOS or EOS id, so no character is taken for the end of text. Characters outside the
   vocabulary are errors in gptlab and unknown tokens in llama.cpp.
-Token ids past the tokenizer's (a padded vocabulary) are named [PAD<id>] and typed UNUSED.
+Token ids past the tokenizer's (a padded vocabulary) are named [PAD<id>] and typed UNUSED; in an rwkv
+vocabulary the name starts with the byte 0xff, which UTF-8 text never holds, so no prompt matches it.
 
 Weights: f16 by default (half the file, and f16 rounding of trained weights changes greedy text far
 less often than sampling does); f32 for an exact copy; q8_0 with gguf's port of ggml's own Q8_0
@@ -60,9 +61,10 @@ def gguf_refusal(model_config: ModelConfig, tokenizer: Tokenizer) -> str | None:
     architecture = getattr(model_config, "architecture", ARCHITECTURE)  # ModelConfig has no such field yet
     if architecture != ARCHITECTURE:
         return (f"GGUF export writes GPT-2-shaped models only, and this model's architecture is "
-                f"{architecture!r}; export it in Hugging Face format instead (--format hf).")
+                f"{architecture!r}; export it in Hugging Face format instead (python -m gptlab export --format hf).")
     if not isinstance(tokenizer, (GPT2Tokenizer, CharTokenizer)):
-        return f"GGUF export knows the gpt2 and char tokenizers, not {tokenizer.name!r}."
+        return (f"GGUF export knows the gpt2 and char tokenizers, not {tokenizer.name!r}; export the model in "
+                "Hugging Face format instead (python -m gptlab export --format hf).")
     return None
 
 
@@ -94,6 +96,7 @@ def rwkv_token_text(piece: str) -> str:
 
 def _vocabulary(gguf, writer, tokenizer: Tokenizer, vocab_size: int) -> None:
     types = gguf.TokenType
+    pad_prefix = ""
     if isinstance(tokenizer, GPT2Tokenizer):
         vocab, merges = gpt2_vocab_and_merges()
         tokens = sorted(vocab, key=vocab.get)
@@ -107,14 +110,15 @@ def _vocabulary(gguf, writer, tokenizer: Tokenizer, vocab_size: int) -> None:
         tokens = [rwkv_token_text(c) for c in tokenizer.chars]
         kinds = [types.NORMAL] * len(tokens)
         writer.add_tokenizer_model("rwkv")
+        pad_prefix = "\\xff"
     pad = range(len(tokens), vocab_size)
-    writer.add_token_list(tokens + [f"[PAD{i}]" for i in pad])
+    writer.add_token_list(tokens + [f"{pad_prefix}[PAD{i}]" for i in pad])
     writer.add_token_types(kinds + [types.UNUSED] * len(pad))
     writer.add_add_bos_token(False)
     writer.add_add_eos_token(False)
 
 
-def _tensors(model, config: ModelConfig) -> dict:
+def _tensors(model) -> dict:
     """Our parameters by name, float32 on the CPU, with zero biases for a bias=False model and
     without lm_head (it is wte)."""
     import torch
@@ -151,7 +155,7 @@ def _write(ckpt: Checkpoint, path: Path, dtype: str, name: str) -> None:
     _vocabulary(gguf, writer, ckpt.tokenizer, config.vocab_size)
 
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GPT2, config.n_layer)
-    for ours, tensor in _tensors(ckpt.load_model("cpu"), config).items():
+    for ours, tensor in _tensors(ckpt.load_model("cpu")).items():
         theirs = names.get_name(ours, try_suffixes=(".weight", ".bias"))
         if theirs is None:  # a parameter llama.cpp's GPT-2 has no place for
             raise GGUFExportError(f"The model has a tensor {ours} that llama.cpp's GPT-2 has no place for.")

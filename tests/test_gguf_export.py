@@ -137,6 +137,9 @@ def test_a_char_model_has_an_rwkv_vocabulary_of_its_characters_and_no_end_of_tex
     assert field(reader, "tokenizer.ggml.model") == "rwkv"
     assert field(reader, "tokenizer.ggml.tokens") == [rwkv_token_text(c) for c in chars]
     assert "tokenizer.ggml.eos_token_id" not in reader.fields and "tokenizer.ggml.merges" not in reader.fields
+    make_checkpoint(tmp_path / "padded", CharTokenizer.from_text(CHAR_TEXT), vocab_size=len(chars) + 2)
+    padded = gguf.GGUFReader(export_gguf(tmp_path / "padded", tmp_path / "padded.gguf"))
+    assert field(padded, "tokenizer.ggml.tokens")[-1] == f"\\xff[PAD{len(chars) + 1}]"  # 0xff: in no UTF-8 text
     assert rwkv_token_text("\\") == "\\\\" and rwkv_token_text("\n") == "\\x0a" and rwkv_token_text("€") == "€"
 
 
