@@ -27,8 +27,9 @@ Token ids past the tokenizer's (a padded vocabulary) are named [PAD<id>] and typ
 vocabulary the name starts with the byte 0xff, which UTF-8 text never holds, so no prompt matches it.
 
 Weights: f16 by default (half the file, and f16 rounding of trained weights changes greedy text far
-less often than sampling does); f32 for an exact copy; q8_0 with gguf's port of ggml's own Q8_0
-quantiser (bit-exact with llama.cpp's C code), as llama.cpp's convert_hf_to_gguf.py writes it.
+less often than sampling does); f32 for an exact copy; q8_0 with gguf's port of ggml's Q8_0
+quantiser, as llama.cpp's convert_hf_to_gguf.py writes it (the tests find the same bytes as
+llama.cpp's own quantiser, llama_model_quantize, writes).
 As there, 1-D tensors (norms, biases) and the position embeddings stay f32, and a matrix whose rows
 are not a whole number of quantisation blocks falls back to f16.
 """

@@ -235,3 +235,20 @@ def test_llama_cpp_tokenizes_and_decodes_greedily_as_we_do(llama_cpp, request, t
             llm.reset()
             llm.eval(ids)
             np.testing.assert_allclose(llm.scores[:len(ids)], logits[:len(ids)].numpy(), atol=2e-3, rtol=1e-3)
+
+
+def test_our_q8_0_file_holds_what_llama_cpps_own_quantiser_writes(llama_cpp, gpt2_ckpt, tmp_path):
+    import ctypes
+
+    folder, _ = gpt2_ckpt
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.nthread = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, 1
+    source, theirs = export_gguf(folder, tmp_path / "f32.gguf", dtype="f32"), tmp_path / "theirs.gguf"
+    assert llama_cpp.llama_model_quantize(str(source).encode(), str(theirs).encode(), ctypes.byref(params)) == 0
+    ours = {t.name: t for t in gguf.GGUFReader(export_gguf(folder, tmp_path / "ours.gguf", dtype="q8_0")).tensors}
+    theirs = {t.name: t for t in gguf.GGUFReader(theirs).tensors}
+    assert set(ours) == set(theirs)
+    for name, t in theirs.items():
+        assert ours[name].tensor_type == t.tensor_type, name
+        np.testing.assert_array_equal(ours[name].data, t.data, err_msg=name)
+    assert {t.tensor_type.name for t in ours.values()} == {"F32", "Q8_0"}
