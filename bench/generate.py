@@ -1,6 +1,8 @@
 """Generation speed on CPU: our KV cache against the naive recompute, and against transformers'
-generate on the same weights. Greedy decoding, batch 1, random weights, eos turned off so every
-run produces exactly --tokens new tokens.
+generate and llama.cpp (through llama-cpp-python, on our GGUF export) on the same weights. Greedy
+decoding, batch 1, random weights, eos turned off so every run produces exactly --tokens new tokens.
+llama.cpp runs the f32 file (the same numbers as ours) and the f16 and q8_0 files a user would
+download; it is skipped when gguf or llama_cpp is not installed.
 
     python bench/generate.py            # GPT-2 small shape (124M) and a tiny model, 200 new tokens
     python bench/generate.py --quick    # a smoke run in seconds
@@ -14,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,6 +61,42 @@ def last_position_logits(model: GPT):
         handle.remove()
 
 
+def llama_cpp_runs(config: ModelConfig, ours: GPT, prompt: torch.Tensor, tokens: int, folder: Path) -> dict:
+    """Greedy generation in llama.cpp from our model exported as GGUF, one run per weight type; {}
+    when gguf or llama-cpp-python is missing."""
+    try:
+        import gguf  # noqa: F401
+        import llama_cpp
+    except ImportError as e:
+        print(f"note: llama.cpp skipped ({e.name} is not installed: pip install -r requirements-dev.txt)",
+              file=sys.stderr)
+        return {}
+    from gptlab.checkpoint import save_checkpoint
+    from gptlab.gguf_export import export_gguf
+    from gptlab.tokenizers import CharTokenizer, GPT2Tokenizer
+
+    tokenizer = GPT2Tokenizer() if config.vocab_size == 50257 else CharTokenizer([chr(33 + i) for i in
+                                                                                 range(config.vocab_size)])
+    save_checkpoint(folder / "ckpt", ours, config, tokenizer)
+    threads = torch.get_num_threads()
+    ids = prompt.tolist()
+    runs = {}
+    for dtype in ("f32", "f16", "q8_0"):
+        llm = llama_cpp.Llama(model_path=str(export_gguf(folder / "ckpt", folder / f"{dtype}.gguf", dtype=dtype)),
+                              n_ctx=config.block_size, n_threads=threads, n_threads_batch=threads, verbose=False)
+
+        def run(llm=llm, n=tokens):
+            out = []
+            for token in llm.generate(ids, top_k=1, temp=0.0, repeat_penalty=1.0, min_p=0.0, reset=True):
+                out.append(token)
+                if len(out) == n:
+                    return out
+
+        run(n=4)  # warm up
+        runs[f"llama.cpp ({dtype} GGUF, llama-cpp-python)"] = run
+    return runs
+
+
 def timed(fn) -> tuple[float, list[int]]:
     start = time.perf_counter()
     out = fn()
@@ -92,6 +132,8 @@ def bench_size(name: str, config: ModelConfig, args) -> list[tuple[str, str, flo
     runs = {"ours, KV cache": ours_cache, "transformers generate": transformers_cache, "ours, no cache": ours_naive}
     if not args.skip_last:
         runs["ours, no cache, lm_head on last position (hook)"] = ours_naive_last
+    folder = Path(tempfile.mkdtemp(prefix="gptlab-bench-"))
+    runs.update(llama_cpp_runs(config, ours, prompt, tokens, folder))
     # Warm up every path (allocator, thread pool, lazy imports) on a few tokens.
     small = SampleConfig(strategy="greedy", max_new_tokens=4)
     list(generate(ours, prompt, small))
@@ -107,9 +149,10 @@ def bench_size(name: str, config: ModelConfig, args) -> list[tuple[str, str, flo
                 continue  # the naive path on the 124M model takes minutes; once shows the gap
             seconds, outputs[label] = timed(fn)
             best[label] = min(best.get(label, float("inf")), seconds)
+    shutil.rmtree(folder, ignore_errors=True)
     reference = outputs["ours, KV cache"]
     for label, out in outputs.items():
-        if out != reference:
+        if out != reference and "f16" not in label and "q8_0" not in label:  # rounded weights may choose otherwise
             print(f"warning: {name} '{label}' produced different tokens from ours with the cache", file=sys.stderr)
     return [(name, label, tokens / best[label]) for label in runs]
 

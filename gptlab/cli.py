@@ -114,9 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a Hub id such as openai-community/gpt2, or a local Hugging Face folder")
     p.add_argument("--out", required=True, metavar="DIR")
 
-    p = sub.add_parser("export", help="write a checkpoint in Hugging Face format")
+    p = sub.add_parser("export", help="write a checkpoint in Hugging Face format, or as one GGUF file for llama.cpp")
     p.add_argument("--checkpoint", required=True, metavar="DIR")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="PATH", help="a folder (hf), or the .gguf file to write (gguf)")
+    p.add_argument("--format", choices=("hf", "gguf"), default="hf",
+                   help="hf: a folder for transformers (default); gguf: a file for llama.cpp and Ollama "
+                        "(pip install gguf)")
+    p.add_argument("--dtype", help="GGUF weights: f16 (default), f32 (exact) or q8_0 (llama.cpp's 8-bit quantisation)")
 
     p = sub.add_parser("push", help="upload a checkpoint to the Hugging Face Hub, with a model card")
     p.add_argument("--checkpoint", required=True, metavar="DIR")
@@ -353,6 +357,15 @@ def cmd_import(args) -> int:
 
 
 def cmd_export(args) -> int:
+    if args.format == "gguf":
+        from gptlab.gguf_export import DEFAULT_DTYPE, export_gguf, how_to_run
+
+        folder = _checkpoint_folder(args.checkpoint)
+        print(how_to_run(export_gguf(folder, args.out, dtype=args.dtype or DEFAULT_DTYPE), folder))
+        return 0
+    if args.dtype:
+        raise ValueError("--dtype chooses the weights of a GGUF file (--format gguf); a Hugging Face export keeps "
+                         "the checkpoint's float32 weights.")
     from gptlab.hub import export_hf
 
     out = export_hf(_checkpoint_folder(args.checkpoint), args.out)

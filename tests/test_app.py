@@ -17,6 +17,7 @@ import os
 os.environ.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
                   MPLBACKEND="Agg", NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
 
+import importlib.util
 import json
 import re
 import socket
@@ -159,6 +160,7 @@ API = {
     "/resume": ["owner", "run_id", "max_steps", "max_time"],
     "/watch": ["owner", "run_id"],
     "/downloads": ["owner", "run_id"],
+    "/gguf_download": ["owner", "run_id"],
     "/compare": ["owner", "run_id", "prompt", "seed", "temperature", "max_new_tokens"],
     "/sweep": ["owner", "run_id", "prompt", "seed", "max_new_tokens"],
     "/compare_runs": ["owner", "run_a", "run_b", "prompt", "seed", "max_new_tokens"],
@@ -349,6 +351,10 @@ def test_preview_and_downloads_through_the_api(server, trained):
     assert [Path(f).name for f in files] == [f"gptlab-{run_id}-best.zip", "metrics.csv", "metrics.jsonl", "report.md",
                                              "loss.png"]
     assert zipfile.is_zipfile(files[0]) and "config.json" in zipfile.ZipFile(files[0]).namelist()
+    if importlib.util.find_spec("gguf"):
+        files = client.predict(owner, run_id, api_name="/gguf_download")
+        assert [Path(f).name for f in files] == [f"gptlab-{run_id}-best.gguf", f"gptlab-{run_id}-best.Modelfile"]
+        assert Path(files[0]).read_bytes()[:4] == b"GGUF"
 
 
 def test_the_lr_schedule_and_the_loss_doctor_through_the_api(server, trained):

@@ -46,6 +46,10 @@ def test_importing_every_library_module_loads_neither_gradio_nor_the_hub_client(
     assert loaded_after_import(modules, ("gradio", "huggingface_hub")) == {"gradio": False, "huggingface_hub": False}
 
 
+def test_optional_packages_arrive_only_with_the_feature_that_uses_them():
+    assert loaded_after_import(LIBRARY, ("gguf", "llama_cpp")) == {"gguf": False, "llama_cpp": False}
+
+
 def test_gradio_arrives_with_the_ui():
     assert loaded_after_import(["gptlab.ui"], ("gradio",)) == {"gradio": True}
 

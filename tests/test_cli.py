@@ -2,7 +2,8 @@
 mistake a user can make ends as one `error: ...` line on stderr with exit status 2, no traceback.
 
 Most tests call gptlab.cli.main in-process (fast); two run the real entry point in a subprocess.
-import/export/push are covered by the hub tests."""
+import/export/push are covered by the hub tests, but for export --format gguf (tests/test_gguf_export.py
+checks the file itself)."""
 
 import contextlib
 import io
@@ -268,3 +269,34 @@ def test_entry_point_reports_a_user_error(tmp_path):
     p = python_m_gptlab("train", "--data", tmp_path / "missing.txt", "--out", tmp_path / "run", "--preset", "tiny")
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.startswith("error: ") and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+
+
+def test_export_gguf_writes_the_file_and_says_how_to_run_it(trained, tmp_path):
+    gguf = pytest.importorskip("gguf")
+    code, out, err = run_cli(["export", "--checkpoint", trained[0], "--format", "gguf", "--out", tmp_path / "m.gguf"])
+    assert code == 0, err
+    reader = gguf.GGUFReader(tmp_path / "m.gguf")
+    assert reader.fields["general.file_type"].contents() == 1  # f16 unless asked otherwise
+    assert (tmp_path / "m.Modelfile").is_file()
+    assert f"llama-completion -m {tmp_path / 'm.gguf'}" in out and "-c 32 " in out  # the tiny preset's context
+    assert f"ollama create my-model -f {tmp_path / 'm.Modelfile'}" in out
+    code, out, err = run_cli(["export", "--checkpoint", trained[0], "--format", "gguf", "--dtype", "f32",
+                              "--out", tmp_path / "m.gguf"])
+    assert code == 0 and gguf.GGUFReader(tmp_path / "m.gguf").fields["general.file_type"].contents() == 0
+
+
+@pytest.mark.parametrize("flags,fragment", [
+    (["--format", "gguf", "--dtype", "q4_k"], "must be one of f16, f32, q8_0"),
+    (["--format", "gguf"], "with the .gguf suffix"),  # --out names a folder-like path below
+    (["--dtype", "f16"], "--dtype chooses the weights of a GGUF file"),
+])
+def test_export_mistakes_are_one_line(trained, tmp_path, flags, fragment):
+    pytest.importorskip("gguf")
+    assert_user_error(*run_cli(["export", "--checkpoint", trained[0], "--out", tmp_path / "out", *flags])[::2],
+                      fragment)
+
+
+def test_export_gguf_without_gguf_says_what_to_install(trained, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gguf", None)
+    code, _, err = run_cli(["export", "--checkpoint", trained[0], "--format", "gguf", "--out", tmp_path / "m.gguf"])
+    assert_user_error(code, err, "pip install gguf==0.19.0")

@@ -236,6 +236,21 @@ def test_downloads_give_a_loadable_checkpoint_zip_and_the_metrics(trained, tmp_p
         lab.downloads(owner=Lab.owner_or_new(""), run_id=run_id)
 
 
+def test_the_gguf_download_is_the_best_checkpoint_for_llama_cpp_with_its_modelfile(trained, monkeypatch):
+    gguf = pytest.importorskip("gguf")
+    lab, owner, run_id, _ = trained
+    path, modelfile = lab.gguf_download(owner=owner, run_id=run_id)
+    assert path.name == f"gptlab-{run_id}-best.gguf" and modelfile.name == f"gptlab-{run_id}-best.Modelfile"
+    reader = gguf.GGUFReader(path)
+    assert reader.fields["tokenizer.ggml.model"].contents() == "rwkv"  # the run trained a char model
+    assert f"FROM ./{path.name}" in modelfile.read_text(encoding="utf-8")
+    with pytest.raises(ValueError, match="There is no run"):
+        lab.gguf_download(owner=owner, run_id=None)
+    monkeypatch.setitem(sys.modules, "gguf", None)
+    with pytest.raises(ValueError, match=r"^GGUF export needs the gguf package: pip install gguf==0\.19\.0$"):
+        lab.gguf_download(owner=owner, run_id=run_id)
+
+
 def test_loss_view_keeps_the_owners_choice_for_later_redraws(trained):
     lab, owner, run_id, _ = trained
     figure = lab.loss_view(owner=owner, run_id=run_id, log_scale=True, x_axis="tokens seen")

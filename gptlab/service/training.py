@@ -16,6 +16,7 @@ from gptlab.checkpoint import best_or_last, zip_for_sharing
 from gptlab.config import ModelConfig, TrainConfig, vocab_size_for
 from gptlab.data import DataError, load_texts, prepare_data
 from gptlab.events import EvalEvent, SnapshotEvent
+from gptlab.gguf_export import export_gguf, modelfile
 from gptlab.insight.doctor import diagnose
 from gptlab.insight.dynamics_plots import doctor_view
 from gptlab.insight.token_views import comparison_html
@@ -259,8 +260,8 @@ class Training(LabBase):
         return loss_figure(events, info.model.get("vocab_size"), log_scale=log_scale, x=x,
                            baselines=views.run_baselines(info), tokens_per_char=ratio)
 
-    def downloads(self, *, owner: str | None, run_id: str | None) -> list[Path]:
-        """The run's best checkpoint as a zip, its metrics as CSV and JSONL, and its report (Markdown)."""
+    def _downloads_folder(self, owner: str | None, run_id: str | None) -> tuple[str, Path, Path]:
+        """(owner, the run's folder, the folder its downloads are written to)."""
         if not run_id:
             raise RunError("There is no run yet; start one first.")
         owner = self.owner_or_new(owner)
@@ -270,6 +271,11 @@ class Training(LabBase):
                 shutil.rmtree(stale, ignore_errors=True)
         out = self.downloads_root / folder.name
         out.mkdir(parents=True, exist_ok=True)
+        return owner, folder, out
+
+    def downloads(self, *, owner: str | None, run_id: str | None) -> list[Path]:
+        """The run's best checkpoint as a zip, its metrics as CSV and JSONL, and its report (Markdown)."""
+        owner, folder, out = self._downloads_folder(owner, run_id)
         files = []
         checkpoint = best_or_last(folder)
         if checkpoint is not None:
@@ -279,3 +285,12 @@ class Training(LabBase):
         (out / "metrics.jsonl").write_text("".join(json.dumps(e.as_dict()) + "\n" for e in events), encoding="utf-8")
         report = self.report(owner=owner, run_id=run_id)  # Lab's Report part (service/report.py)
         return files + [out / "metrics.csv", out / "metrics.jsonl", *report.files]
+
+    def gguf_download(self, *, owner: str | None, run_id: str | None) -> list[Path]:
+        """The run's best checkpoint as a GGUF file (f16) for llama.cpp, and its Ollama Modelfile."""
+        _, folder, out = self._downloads_folder(owner, run_id)
+        checkpoint = best_or_last(folder)
+        if checkpoint is None:
+            raise RunError("This run has saved no checkpoint yet; wait for its first evaluation.")
+        path = export_gguf(checkpoint, out / f"gptlab-{run_id}-{checkpoint.name}.gguf")
+        return [path, modelfile(path)]

@@ -41,6 +41,8 @@ class TrainTab:
     sample: gr.Textbox
     prepare_downloads: gr.Button
     downloads: gr.File
+    prepare_gguf: gr.Button
+    gguf: gr.File
     doctor: gr.Markdown | None = None  # the loss doctor's reading (see _doctor_panel)
     fixes: dict = field(default_factory=dict)  # diagnosis kind -> its "fill the settings" button
     time_machine: gr.Slider | None = None  # the time machine's step slider, whose range follows the run
@@ -106,6 +108,8 @@ def _layout(preset: str, choices: tuple[str, ...], most_processes: int = 1) -> T
                 runs = gr.Dropdown([], label="your runs", elem_id="runs", allow_custom_value=True)
             prepare = gr.Button("Prepare downloads")
             downloads = gr.File(label="best checkpoint (.zip), metrics and the run report", file_count="multiple")
+            prepare_gguf = gr.Button("GGUF for llama.cpp / Ollama")
+            gguf = gr.File(label="best checkpoint as GGUF (f16) and its Ollama Modelfile", file_count="multiple")
         with gr.Column(scale=3):
             status = gr.Markdown(elem_id="status")
             progress = gr.Slider(0, 100, value=0, label="progress (%)", interactive=False, buttons=[],
@@ -117,7 +121,7 @@ def _layout(preset: str, choices: tuple[str, ...], most_processes: int = 1) -> T
             dynamics = gr.Plot(label="learning rate, gradient norm, speed", elem_id="dyn-plot", show_label=False)
             sample = gr.Textbox(lines=6, label="latest sample", interactive=False, elem_id="sample")
     return TrainTab(preset, start_from, size, fields, start, stop, resume, runs, status, progress, loss_plot,
-                    log_scale, x_axis, dynamics, sample, prepare, downloads, processes=processes)
+                    log_scale, x_axis, dynamics, sample, prepare, downloads, prepare_gguf, gguf, processes=processes)
 
 
 def build(lab: Lab, session: Session, data: DataTab, preset: str = DEFAULT_PRESET,
@@ -197,6 +201,13 @@ def build(lab: Lab, session: Session, data: DataTab, preset: str = DEFAULT_PRESE
 
     tab.prepare_downloads.click(downloads, inputs_kwargs={"owner": session.owner, "run_id": session.run_id},
                                 outputs=[tab.downloads], api_name="downloads")
+
+    @user_errors
+    def gguf_download(owner, run_id):
+        return {tab.gguf: [str(p) for p in lab.gguf_download(owner=owner, run_id=run_id)]}
+
+    tab.prepare_gguf.click(gguf_download, inputs_kwargs={"owner": session.owner, "run_id": session.run_id},
+                           outputs=[tab.gguf], api_name="gguf_download")
 
     return tab, [started, resumed, watched]
 
