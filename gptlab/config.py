@@ -309,7 +309,7 @@ class SampleConfig(_Config):
 
 
 # The form fields of the app and the API, in the order the API has always taken them.
-MODEL_FORM = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "activation")
+MODEL_FORM = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "activation", "architecture")
 TRAIN_FORM = ("batch_size", "grad_accum_steps", "learning_rate", "min_lr", "lr_schedule", "warmup_steps",
               "weight_decay", "beta1", "beta2", "grad_clip", "max_steps", "max_time", "eval_interval",
               "eval_batches", "patience", "sample_interval", "seed", "precision", "snapshot_tokens")
