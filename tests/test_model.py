@@ -129,9 +129,10 @@ def test_cache_overflow_raises_value_error():
             model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
 
 
-def test_causality():
+@pytest.mark.parametrize("architecture", ["gpt2", "nanochat"])
+def test_causality(architecture):
     # Changing a later token must not change earlier logits.
-    model = make()
+    model = make(architecture=architecture)
     idx = torch.randint(65, (1, 16), generator=torch.Generator().manual_seed(3))
     changed = idx.clone()
     changed[0, 10] = (changed[0, 10] + 1) % 65
@@ -146,9 +147,10 @@ def test_causality():
 # KV cache and attention maps against the plain forward
 
 
+@pytest.mark.parametrize("architecture", ["gpt2", "nanochat"])
 @pytest.mark.parametrize("chunks", [[12, 5, 3, 1, 1, 1, 1], [1] * 10, [32], [1, 31]])
-def test_kv_cache_equals_full_forward(chunks):
-    model = make(seed=4)
+def test_kv_cache_equals_full_forward(chunks, architecture):
+    model = make(seed=4, architecture=architecture)
     B, T = 3, sum(chunks)
     idx = torch.randint(65, (B, T), generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -163,8 +165,9 @@ def test_kv_cache_equals_full_forward(chunks):
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=0)
 
 
-def test_kv_cache_reorder_keeps_chosen_rows():
-    model = make(seed=6)
+@pytest.mark.parametrize("architecture", ["gpt2", "nanochat"])
+def test_kv_cache_reorder_keeps_chosen_rows(architecture):
+    model = make(architecture=architecture, seed=6)
     idx = torch.randint(65, (3, 9), generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         cache = KVCache(model.config, batch_size=3)
@@ -175,8 +178,9 @@ def test_kv_cache_reorder_keeps_chosen_rows():
     torch.testing.assert_close(step[:, -1], full[:, -1], atol=1e-5, rtol=0)
 
 
-def test_attention_maps_are_causal_distributions():
-    model = make(seed=8, n_layer=3)
+@pytest.mark.parametrize("architecture", ["gpt2", "nanochat"])
+def test_attention_maps_are_causal_distributions(architecture):
+    model = make(architecture=architecture, seed=8, n_layer=3)
     idx = torch.randint(65, (2, 12), generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         plain, _ = model(idx)
@@ -192,8 +196,9 @@ def test_attention_maps_are_causal_distributions():
     torch.testing.assert_close(logits, plain, atol=1e-5, rtol=0)
 
 
-def test_attention_maps_with_cache():
-    model = make(seed=10)
+@pytest.mark.parametrize("architecture", ["gpt2", "nanochat"])
+def test_attention_maps_with_cache(architecture):
+    model = make(architecture=architecture, seed=10)
     idx = torch.randint(65, (1, 10), generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
         _, _, full_atts = model(idx, return_attention=True)
@@ -235,8 +240,9 @@ def test_zero_dropout_train_equals_eval():
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
-def test_gradients_reach_every_parameter():
-    model = make(seed=16).train()
+@pytest.mark.parametrize("architecture", ["gpt2", "nanochat"])
+def test_gradients_reach_every_parameter(architecture):
+    model = make(architecture=architecture, seed=16).train()
     idx = torch.randint(65, (2, 16), generator=torch.Generator().manual_seed(17))
     _, loss = model(idx, idx.roll(-1, 1))
     loss.backward()
