@@ -43,6 +43,7 @@ def rotary(positions: torch.Tensor, head_size: int) -> tuple[torch.Tensor, torch
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate each head's (first half, second half) pairs: x (B, nh, T, hs)."""
     x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # as transformers does; float32 angles would promote bf16 q, k
     return x * cos + torch.cat((x2, -x1), dim=-1) * sin  # nanochat rotates the other way from Llama
 
 

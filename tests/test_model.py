@@ -413,3 +413,14 @@ def test_nanochat_matches_transformers_logits():
     idx = torch.randint(65, (2, 32))
     with torch.no_grad():
         torch.testing.assert_close(ours(idx)[0], hf(idx).logits, rtol=0, atol=1e-5)
+
+
+def test_nanochat_trains_under_bf16_autocast():
+    # The rotary angles are float32; cast to q's dtype, they keep q, k and v one dtype for attention.
+    model = make(architecture="nanochat").train()
+    idx = torch.randint(65, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, loss = model(idx, idx.roll(-1, 1))
+    loss.backward()
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
