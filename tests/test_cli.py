@@ -318,3 +318,7 @@ def test_a_nanochat_model_trains_samples_exports_to_hf_and_is_refused_as_gguf(tm
     assert code == 0 and json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "nanochat", err
     code, out, err = run_cli(["export", "--checkpoint", tmp_path / "run", "--format", "gguf", "--out", tmp_path / "m.gguf"])
     assert_user_error(code, err, "architecture is 'nanochat'", "--format hf")
+    code, out, err = run_cli(["train", "--init-from", tmp_path / "run", "--data", data, "--block-size", 16,
+                              "--max-steps", 4, "--out", tmp_path / "tuned", *TRAIN])
+    tuned = load_checkpoint(tmp_path / "tuned" / "last").model_config
+    assert code == 0 and (tuned.architecture, tuned.block_size) == ("nanochat", 16), err  # a fine-tune keeps it
