@@ -56,6 +56,8 @@ class _Config:
 
 # The two GELUs differ by at most 0.0005; on CPU the exact one measured 2x faster forward and backward.
 ACTIVATIONS = ("gelu_tanh", "gelu")
+# gpt2: learned positions, LayerNorm, GELU, tied head. nanochat: transformers' NanoChatForCausalLM.
+ARCHITECTURES = ("gpt2", "nanochat")
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,14 @@ class ModelConfig(_Config):
     n_head: int = setting(6, "attention heads per block; must divide n_embd", bounds=(1, MAX_WIDTH))
     n_embd: int = setting(384, "width of the model (embedding size)", bounds=(1, MAX_WIDTH))
     dropout: float = setting(0.0, "fraction of activations zeroed in training; helps small data, slows learning")
-    bias: bool = setting(True, "biases in Linear and LayerNorm layers, as GPT-2 has them")
+    bias: bool = setting(True, "biases in Linear and LayerNorm layers, as GPT-2 has them (nanochat has none)")
     # GPT-2's tanh approximation; nanoGPT uses the exact one.
-    activation: str = setting("gelu_tanh", "gelu_tanh (GPT-2's) or gelu (exact, as in nanoGPT; faster on CPU)",
-                              choices=ACTIVATIONS)
+    activation: str = setting("gelu_tanh", "gelu_tanh (GPT-2's) or gelu (exact, as in nanoGPT; faster on CPU); "
+                                           "nanochat always uses ReLU²", choices=ACTIVATIONS)
+    # Last, so that the fields before it keep their places in forms and API parameter lists.
+    architecture: str = setting("gpt2", "gpt2 (learned positions, LayerNorm, GELU, tied head) or nanochat (rotary, "
+                                        "RMSNorm with QK-norm, ReLU², no biases, untied head, logit soft-cap)",
+                                choices=ARCHITECTURES)
 
     def __post_init__(self):
         check_types(self)
@@ -84,20 +90,32 @@ class ModelConfig(_Config):
         _check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}.")
         _check(self.activation in ACTIVATIONS,
                f"activation must be one of {', '.join(ACTIVATIONS)}, got {shown(self.activation)}.")
+        _check(self.architecture in ARCHITECTURES,
+               f"architecture must be one of {', '.join(ARCHITECTURES)}, got {shown(self.architecture)}.")
+        _check(self.architecture != "nanochat" or self.head_size % 2 == 0,
+               f"nanochat's rotary embeddings need an even head size, and n_embd / n_head is {self.head_size}; "
+               f"try n_embd={self.n_head * (self.head_size + 1)}.")
+
+    @property
+    def biases(self) -> bool:
+        """Whether the model has biases: bias is ignored by nanochat, which has none."""
+        return self.bias and self.architecture == "gpt2"
 
     @property
     def head_size(self) -> int:
         return self.n_embd // self.n_head
 
     def num_params(self, include_embeddings: bool = True) -> int:
-        """Exact parameter count of gptlab.model.GPT (the lm_head shares wte's weight)."""
-        C, b = self.n_embd, int(self.bias)
-        ln = C + b * C
+        """Exact parameter count of gptlab.model.GPT (gpt2's lm_head shares wte's weight; nanochat's is
+        its own, and counted as an embedding; nanochat's norms have no weights)."""
+        C, b = self.n_embd, int(self.biases)
+        nanochat = self.architecture == "nanochat"
+        ln = 0 if nanochat else C + b * C
         block = (ln + 3 * C * C + b * 3 * C + C * C + b * C  # ln_1, attn.c_attn, attn.c_proj
                  + ln + 4 * C * C + b * 4 * C + 4 * C * C + b * C)  # ln_2, mlp.c_fc, mlp.c_proj
         total = self.n_layer * block + ln
         if include_embeddings:
-            total += self.vocab_size * C + self.block_size * C
+            total += self.vocab_size * C + (self.vocab_size * C if nanochat else self.block_size * C)
         return total
 
     def flops_per_token(self) -> int:
@@ -291,7 +309,7 @@ class SampleConfig(_Config):
 
 
 # The form fields of the app and the API, in the order the API has always taken them.
-MODEL_FORM = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "activation")
+MODEL_FORM = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "activation", "architecture")
 TRAIN_FORM = ("batch_size", "grad_accum_steps", "learning_rate", "min_lr", "lr_schedule", "warmup_steps",
               "weight_decay", "beta1", "beta2", "grad_clip", "max_steps", "max_time", "eval_interval",
               "eval_batches", "patience", "sample_interval", "seed", "precision", "snapshot_tokens")

@@ -59,10 +59,11 @@ class GGUFExportError(ValueError):
 def gguf_refusal(model_config: ModelConfig, tokenizer: Tokenizer) -> str | None:
     """Why llama.cpp cannot run this model as exported, or None when it can: the one place that
     decides which models export to GGUF."""
-    architecture = getattr(model_config, "architecture", ARCHITECTURE)  # ModelConfig has no such field yet
+    architecture = model_config.architecture
     if architecture != ARCHITECTURE:
         return (f"GGUF export writes GPT-2-shaped models only, and this model's architecture is "
-                f"{architecture!r}; export it in Hugging Face format instead (python -m gptlab export --format hf).")
+                f"{architecture!r} (rotary positions, RMSNorm, ReLU², a soft-capped head: no llama.cpp architecture "
+                "computes it); export it in Hugging Face format instead (python -m gptlab export --format hf).")
     if not isinstance(tokenizer, (GPT2Tokenizer, CharTokenizer)):
         return (f"GGUF export knows the gpt2 and char tokenizers, not {tokenizer.name!r}; export the model in "
                 "Hugging Face format instead (python -m gptlab export --format hf).")

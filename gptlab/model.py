@@ -1,7 +1,11 @@
-"""The GPT-2 network, in one small file.
+"""The GPT-2 network, and its nanochat variant, in one small file.
 
 Parameter names follow GPT-2 (transformer.wte, transformer.h.N.attn.c_attn, ...), so the Hugging
 Face mapping is a rename-free copy plus a transpose of the Conv1D weights.
+
+architecture="nanochat" follows transformers' NanoChatForCausalLM: rotary positions (no wpe),
+weightless RMSNorm (also after the embedding, and on q and k after the rotation), a ReLU² MLP, no
+biases, an untied lm_head and a tanh soft-cap on the logits. Its parameters keep the GPT-2 names.
 """
 
 from __future__ import annotations
@@ -14,6 +18,33 @@ import torch.nn.functional as F
 
 from gptlab.config import ModelConfig
 from gptlab.kernels import Linear
+
+RMS_EPS = 1e-6  # NanoChatConfig.rms_norm_eps
+ROPE_THETA = 10000.0  # NanoChatConfig's default rope_theta
+SOFTCAP = 15.0  # NanoChatConfig.final_logit_softcapping
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm without a learned scale, as nanochat has it."""
+
+    def forward(self, x):
+        return F.rms_norm(x.float(), (x.size(-1),), eps=RMS_EPS).type_as(x)
+
+
+def rotary(positions: torch.Tensor, head_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin (T, hs) of the rotary angles, computed as transformers computes them (float32)."""
+    inv_freq = 1.0 / (ROPE_THETA ** (torch.arange(0, head_size, 2, dtype=torch.float, device=positions.device)
+                                     / head_size))
+    freqs = positions[:, None].float() * inv_freq  # (T, hs/2)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each head's (first half, second half) pairs: x (B, nh, T, hs)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # as transformers does; float32 angles would promote bf16 q, k
+    return x * cos + torch.cat((x2, -x1), dim=-1) * sin  # nanochat rotates the other way from Llama
 
 
 class KVCache:
@@ -57,15 +88,19 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.n_head = config.n_head
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.nanochat = config.architecture == "nanochat"
+        self.qk_norm = RMSNorm() if self.nanochat else None
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.biases)
+        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.biases)
         self.attn_dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, layer: int = 0, cache: KVCache | None = None, return_attention: bool = False):
+    def forward(self, x, layer: int = 0, cache: KVCache | None = None, return_attention: bool = False, rope=None):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        if self.nanochat:  # rotate, then normalise (nanochat's order): the cache holds both done
+            q, k = (self.qk_norm(apply_rotary(t, *rope)) for t in (q, k))
         past = 0
         if cache is not None:
             past = cache.pos
@@ -93,25 +128,32 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.biases)
+        self.relu2 = config.architecture == "nanochat"
         self.gelu = nn.GELU(approximate="tanh" if config.activation == "gelu_tanh" else "none")
-        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.biases)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        h = self.c_fc(x)
+        h = F.relu(h).square() if self.relu2 else self.gelu(h)
+        return self.dropout(self.c_proj(h))
+
+
+def norm(config: ModelConfig) -> nn.Module:
+    return RMSNorm() if config.architecture == "nanochat" else nn.LayerNorm(config.n_embd, bias=config.biases)
 
 
 class Block(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, layer: int = 0, cache: KVCache | None = None, return_attention: bool = False):
-        a, att = self.attn(self.ln_1(x), layer, cache, return_attention)
+    def forward(self, x, layer: int = 0, cache: KVCache | None = None, return_attention: bool = False, rope=None):
+        a, att = self.attn(self.ln_1(x), layer, cache, return_attention, rope)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, att
@@ -121,20 +163,24 @@ class GPT(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        self.nanochat = config.architecture == "nanochat"
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
+            **({} if self.nanochat else dict(wpe=nn.Embedding(config.block_size, config.n_embd))),  # rotary instead
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            ln_f=norm(config),
         ))
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.transformer.wte.weight  # weight tying, as in GPT-2
+        if not self.nanochat:
+            self.lm_head.weight = self.transformer.wte.weight  # weight tying, as in GPT-2
 
         self.apply(self._init_weights)
-        # GPT-2 scales the residual projections so the residual stream's variance does not grow with depth.
+        # GPT-2 scales the residual projections so the residual stream's variance does not grow with depth;
+        # transformers' NanoChat._init_weights scales the attention's alone.
+        scaled = "attn.c_proj.weight" if self.nanochat else "c_proj.weight"
         for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):
+            if name.endswith(scaled):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     @staticmethod
@@ -150,6 +196,8 @@ class GPT(nn.Module):
             raise ValueError(f"The context can only shrink: asked for {block_size}, the model has "
                              f"{self.config.block_size} positions.")
         self.config = self.config.replace(block_size=block_size)
+        if self.nanochat:
+            return  # rotary positions: no table to cut
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size].clone())
 
     def set_dropout(self, p: float) -> None:
@@ -163,6 +211,19 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once
 
+    def embed(self, idx, past: int = 0):
+        """The residual stream entering the first block (B, T, C), and the rotary cos and sin (nanochat)."""
+        pos = torch.arange(past, past + idx.size(1), dtype=torch.long, device=idx.device)
+        if self.nanochat:
+            return self.transformer.drop(self.transformer.ln_f(self.transformer.wte(idx))), \
+                rotary(pos, self.config.head_size)
+        return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos)), None
+
+    def head(self, x):
+        """Logits from the last residual stream: ln_f, lm_head and (nanochat) the soft-cap."""
+        logits = self.lm_head(self.transformer.ln_f(x))
+        return SOFTCAP * torch.tanh(logits / SOFTCAP) if self.nanochat else logits
+
     def forward(self, idx, targets=None, *, cache: KVCache | None = None, return_attention: bool = False,
                 last_only: bool = False):
         """idx: (B, T) token ids. Returns (logits (B, T, vocab), loss or None), plus the per-layer
@@ -173,18 +234,16 @@ class GPT(nn.Module):
         if past + T > self.config.block_size:
             raise ValueError(f"Sequence of {past + T} tokens is longer than the context length "
                              f"{self.config.block_size}; crop it to the last {self.config.block_size} tokens.")
-        pos = torch.arange(past, past + T, dtype=torch.long, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        x, rope = self.embed(idx, past)  # (B, T, C)
         attentions = []
         for i, block in enumerate(self.transformer.h):
-            x, att = block(x, i, cache, return_attention)
+            x, att = block(x, i, cache, return_attention, rope)
             attentions.append(att)
         if cache is not None:
             cache.advance(T)
-        x = self.transformer.ln_f(x)
         if last_only:
             x = x[:, -1:]
-        logits = self.lm_head(x)  # (B, T, vocab)
+        logits = self.head(x)  # (B, T, vocab)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)

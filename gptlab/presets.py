@@ -31,6 +31,13 @@ PRESETS: dict[str, Preset] = {
                    max_steps=3000, weight_decay=0.1, beta2=0.99, eval_interval=250, eval_batches=10,
                    sample_interval=500),
     ),
+    "nanochat-cpu": Preset(
+        "The char-cpu shape and training as nanochat: rotary positions, RMSNorm, ReLU², untied head (not tuned).",
+        model=dict(block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False, architecture="nanochat"),
+        train=dict(batch_size=32, learning_rate=6e-3, min_lr=6e-4, lr_schedule="wsd", warmup_steps=50,
+                   max_steps=3000, weight_decay=0.1, beta2=0.99, eval_interval=250, eval_batches=10,
+                   sample_interval=500),
+    ),
     "nanogpt-cpu": Preset(
         "nanoGPT's documented CPU configuration for Shakespeare (a baseline to compare with).",
         model=dict(block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False, activation="gelu"),

@@ -205,7 +205,8 @@ def test_every_endpoint_keeps_its_name_and_parameter_names(server):
     api = client.view_api(return_format="dict", print_info=False)
     assert {name: [p["parameter_name"] for p in info["parameters"]]
             for name, info in api["named_endpoints"].items()} == API
-    assert API["/train"][6:13] == ["n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "activation"]
+    assert API["/train"][6:14] == ["n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "activation",
+                                  "architecture"]
     assert API["/sample"][5:8] == ["strategy", "temperature", "top_k"]
 
 

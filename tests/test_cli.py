@@ -300,3 +300,25 @@ def test_export_gguf_without_gguf_says_what_to_install(trained, tmp_path, monkey
     monkeypatch.setitem(sys.modules, "gguf", None)
     code, _, err = run_cli(["export", "--checkpoint", trained[0], "--format", "gguf", "--out", tmp_path / "m.gguf"])
     assert_user_error(code, err, "pip install gguf==0.19.0")
+
+
+def test_a_nanochat_model_trains_samples_exports_to_hf_and_is_refused_as_gguf(tmp_path, tiny_text):
+    data = tmp_path / "data.txt"
+    data.write_text(tiny_text, encoding="utf-8")
+    code, out, err = run_cli(["train", "--data", data, "--max-steps", 20, "--out", tmp_path / "run", *TRAIN,
+                              "--architecture", "nanochat"])
+    assert code == 0, err
+    losses = [float(m.group(2)) for m in EVAL_LINE.finditer(out)]
+    assert len(losses) >= 2 and losses[-1] < losses[0]  # it learns
+    assert load_checkpoint(tmp_path / "run" / "best").model_config.architecture == "nanochat"
+    code, out, err = run_cli(["sample", "--checkpoint", tmp_path / "run", "--prompt", "th", "--max-new-tokens", 20,
+                              "--seed", 1])
+    assert code == 0 and out.startswith("th") and len(out.strip()) >= 10, err
+    code, out, err = run_cli(["export", "--checkpoint", tmp_path / "run", "--out", tmp_path / "hf"])
+    assert code == 0 and json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "nanochat", err
+    code, out, err = run_cli(["export", "--checkpoint", tmp_path / "run", "--format", "gguf", "--out", tmp_path / "m.gguf"])
+    assert_user_error(code, err, "architecture is 'nanochat'", "--format hf")
+    code, out, err = run_cli(["train", "--init-from", tmp_path / "run", "--data", data, "--block-size", 16,
+                              "--max-steps", 4, "--out", tmp_path / "tuned", *TRAIN])
+    tuned = load_checkpoint(tmp_path / "tuned" / "last").model_config
+    assert code == 0 and (tuned.architecture, tuned.block_size) == ("nanochat", 16), err  # a fine-tune keeps it

@@ -170,6 +170,23 @@ def test_gpt2_preset_is_gpt2_small():
     assert model.num_params() == 124_439_808
 
 
+def test_architecture_defaults_to_gpt2_and_nanochat_is_checked():
+    old = ModelConfig.from_dict({"vocab_size": 65, "n_layer": 2, "n_head": 2, "n_embd": 32})  # an old checkpoint
+    assert old.architecture == "gpt2" and old.biases
+    nanochat = ModelConfig.preset("nanochat-cpu")
+    assert nanochat.architecture == "nanochat" and not nanochat.biases
+    assert not ModelConfig(architecture="nanochat", bias=True).biases  # ignored, as its help says
+    # Per block 12 C² (no norms, no biases); wte plus the untied head; no position table.
+    C, V = nanochat.n_embd, nanochat.vocab_size
+    assert nanochat.num_params() == nanochat.n_layer * 12 * C * C + 2 * V * C
+    assert nanochat.num_params(include_embeddings=False) == nanochat.n_layer * 12 * C * C
+    with pytest.raises(ConfigError, match="architecture must be one of gpt2, nanochat"):
+        ModelConfig(architecture="llama")
+    with pytest.raises(ConfigError, match="even head size.*try n_embd=8"):
+        ModelConfig(architecture="nanochat", n_embd=6, n_head=2)
+    assert ModelConfig(n_embd=6, n_head=2).head_size == 3  # gpt2 has no such rule
+
+
 def test_nanogpt_char_preset_size():
     # nanoGPT's Shakespeare char model (bias=False, its train.py default) reports
     # "number of parameters: 10.65M", a count that leaves out wpe.

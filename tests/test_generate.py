@@ -1,11 +1,11 @@
 """The decoding engine: token-for-token equal to transformers' generate (greedy, seeded sampling,
-beam search, with repetition penalty and n-gram blocking) on the same random GPT-2 weights; the KV
+beam search, with repetition penalty and n-gram blocking) on the same random GPT-2 (and NanoChat) weights; the KV
 cache equal to the naive recompute, past the context length too; stopping at end of text; the
 model's mode; clear errors."""
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel, NanoChatConfig, NanoChatForCausalLM
 
 from gptlab.config import SampleConfig
 from gptlab.generate import GenerationError, generate, next_token_distribution
@@ -16,13 +16,19 @@ from gptlab.sampling import process_logits
 VOCAB, BLOCK = 64, 48
 
 
-def pair(seed: int, eos: int = 0, block: int = BLOCK) -> tuple[GPT2LMHeadModel, GPT]:
-    """A tiny random Hugging Face GPT-2 and our copy of it. A wide init makes the next-token
-    distributions peaked, so the outputs vary and near-ties are rare."""
+def pair(seed: int, eos: int = 0, block: int = BLOCK, architecture: str = "gpt2") -> tuple[GPT2LMHeadModel, GPT]:
+    """A tiny random Hugging Face GPT-2 (or NanoChat) and our copy of it. A wide init makes the
+    next-token distributions peaked, so the outputs vary and near-ties are rare."""
     torch.manual_seed(seed)
-    hf = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=block, n_embd=32, n_layer=2, n_head=2,
-                                    bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
-                                    initializer_range=0.2)).eval()
+    if architecture == "nanochat":
+        hf = NanoChatForCausalLM(NanoChatConfig(
+            vocab_size=VOCAB, max_position_embeddings=block, hidden_size=32, intermediate_size=128,
+            num_hidden_layers=2, num_attention_heads=2, bos_token_id=eos, eos_token_id=eos, pad_token_id=None,
+            initializer_range=0.5)).eval()
+    else:
+        hf = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=block, n_embd=32, n_layer=2, n_head=2,
+                                        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+                                        initializer_range=0.2)).eval()
     ours = GPT(config_from_hf(hf.config.to_dict()))
     ours.load_state_dict(from_hf_state_dict(hf.state_dict()))
     return hf, ours.eval()
@@ -56,11 +62,15 @@ def run(model, ids, eot=0, use_cache=True, generator=None, **settings) -> list[i
 # Against transformers
 
 
+ARCHITECTURES = ["gpt2", "nanochat"]
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("seed", range(3))
 @pytest.mark.parametrize("processors", [dict(), dict(repetition_penalty=1.3), dict(no_repeat_ngram_size=2),
                                         dict(repetition_penalty=0.8, no_repeat_ngram_size=3)])
-def test_greedy_matches_transformers(seed, processors):
-    hf, ours = pair(seed)
+def test_greedy_matches_transformers(seed, processors, architecture):
+    hf, ours = pair(seed, architecture=architecture)
     ids = prompt(seed)
     expected = hf_new_tokens(hf, ids, 0, do_sample=False, max_new_tokens=30, **processors)
     assert run(ours, ids, strategy="greedy", max_new_tokens=30, **processors) == expected
@@ -70,10 +80,11 @@ def test_greedy_matches_transformers(seed, processors):
 @pytest.mark.parametrize("warpers", [dict(temperature=0.9, top_k=20, top_p=0.9, min_p=0.05),
                                      dict(temperature=1.4, repetition_penalty=1.2, no_repeat_ngram_size=2),
                                      dict(temperature=0.7, top_p=0.5)])
-def test_seeded_sampling_matches_transformers(seed, warpers):
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_seeded_sampling_matches_transformers(seed, warpers, architecture):
     # transformers draws with torch.multinomial from the global generator; ours from a generator
     # seeded the same way, so the draws line up.
-    hf, ours = pair(seed)
+    hf, ours = pair(seed, architecture=architecture)
     ids = prompt(seed)
     torch.manual_seed(seed + 10)
     # transformers' generate falls back to top_k=50 when top_k is not given; 0 turns it off.
@@ -92,9 +103,9 @@ BEAM_SETTINGS = [
 ]
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_beam_search_matches_transformers(seed):
-    hf, ours = pair(seed)
+@pytest.mark.parametrize("seed, architecture", [(1, "gpt2"), (2, "gpt2"), (1, "nanochat")])  # (2, nanochat): 27 s more
+def test_beam_search_matches_transformers(seed, architecture):
+    hf, ours = pair(seed, architecture=architecture)
     ended_early = 0
     for eos in liked_tokens(hf, seed, 2):
         hf.generation_config.eos_token_id = eos
@@ -130,11 +141,12 @@ CACHE_CASES = [
 ]
 
 
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
 @pytest.mark.parametrize("settings", CACHE_CASES)
 @pytest.mark.parametrize("prompt_len, new", [(5, 30), (5, 60), (20, 30)])
-def test_cache_equals_naive_recompute_also_past_the_context(settings, prompt_len, new):
+def test_cache_equals_naive_recompute_also_past_the_context(settings, prompt_len, new, architecture):
     # block 16: (5, 60) slides the window for 49 steps; (20, 30) starts from a prompt longer than it.
-    _, ours = pair(1, eos=0, block=16)
+    _, ours = pair(1, eos=0, block=16, architecture=architecture)
     ids = prompt(prompt_len, length=prompt_len)
     fast = run(ours, ids, eot=None, max_new_tokens=new, **settings)
     slow = run(ours, ids, eot=None, use_cache=False, max_new_tokens=new, **settings)
@@ -143,8 +155,9 @@ def test_cache_equals_naive_recompute_also_past_the_context(settings, prompt_len
         assert len(fast) == new
 
 
-def test_past_the_context_each_step_sees_the_last_block_size_tokens():
-    _, ours = pair(2, block=16)
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_past_the_context_each_step_sees_the_last_block_size_tokens(architecture):
+    _, ours = pair(2, block=16, architecture=architecture)
     ids = prompt(2, length=10).tolist()
     tokens = run(ours, ids, eot=None, strategy="greedy", max_new_tokens=20)
     seq = list(ids)

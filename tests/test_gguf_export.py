@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -164,7 +163,7 @@ def test_the_modelfile_runs_the_file_as_a_base_model_with_its_context(gpt2_ckpt,
 
 
 def test_what_cannot_be_exported_is_refused_with_a_sentence(gpt2_ckpt, tmp_path, monkeypatch):
-    nanochat = SimpleNamespace(architecture="nanochat", activation="gelu_tanh")
+    nanochat = ModelConfig(architecture="nanochat")
     assert gguf_refusal(ModelConfig(), GPT2Tokenizer()) is None and gguf_note(ModelConfig()) is None
     assert "exact GELU" in gguf_note(ModelConfig(activation="gelu"))
     assert "architecture is 'nanochat'" in gguf_refusal(nanochat, GPT2Tokenizer())
@@ -176,6 +175,15 @@ def test_what_cannot_be_exported_is_refused_with_a_sentence(gpt2_ckpt, tmp_path,
     with pytest.raises(GGUFExportError, match=r"pip install gguf==0\.19\.0"):
         export_gguf(gpt2_ckpt[0], tmp_path / "m.gguf")
     assert not list(tmp_path.glob("*.gguf"))  # nothing half-written
+
+
+def test_a_nanochat_checkpoint_is_refused_before_anything_is_written(tmp_path):
+    tok = CharTokenizer.from_text("abcdefgh")
+    cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=8, n_layer=1, n_head=2, n_embd=8, architecture="nanochat")
+    ckpt = save_checkpoint(tmp_path / "ckpt", GPT(cfg), cfg, tok)
+    with pytest.raises(GGUFExportError, match="architecture is 'nanochat'.*--format hf"):
+        export_gguf(ckpt, tmp_path / "m.gguf")
+    assert not list(tmp_path.glob("*.gguf"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -79,11 +79,12 @@ def offline(monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
 
-def char_checkpoint(folder: Path, *, bias=True, activation="gelu_tanh", seed=0, **save_kw) -> tuple[Path, GPT]:
+def char_checkpoint(folder: Path, *, bias=True, activation="gelu_tanh", seed=0, architecture="gpt2",
+                    **save_kw) -> tuple[Path, GPT]:
     torch.manual_seed(seed)
     tok = CharTokenizer.from_text("To be, or not to be: that is the question.\n")
     cfg = ModelConfig(vocab_size=tok.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=16, bias=bias,
-                      activation=activation)
+                      activation=activation, architecture=architecture)
     model = GPT(cfg)
     with torch.no_grad():
         for p in model.parameters():
@@ -267,6 +268,45 @@ def test_export_char_model_loads_in_transformers(tmp_path, bias, activation):
     back = hub.load_pretrained(out)  # a pushed char model can be imported again, with its vocabulary
     assert back.tokenizer.chars == chars and back.model.config.activation == activation
     assert_same_logits(back.model, theirs, len(chars))
+
+
+def test_export_nanochat_model_loads_in_transformers_as_nanochat(tmp_path):
+    ckpt, model = char_checkpoint(tmp_path / "ckpt", bias=False, architecture="nanochat")
+    out = hub.export_hf(ckpt, tmp_path / "hf", repo_id="alice/tiny-nanochat")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(out)
+    assert isinstance(theirs, transformers.NanoChatForCausalLM)
+    assert theirs.lm_head.weight.data_ptr() != theirs.model.embed_tokens.weight.data_ptr()  # untied
+    vocab = model.config.vocab_size
+    assert_same_logits(model, theirs, vocab)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "NanoChatForCausalLM.from_pretrained" in card and "- nanochat" in card and "GPT2" not in card
+
+    back = hub.load_pretrained(out)
+    assert back.model.config.architecture == "nanochat" and back.tokenizer.chars == load_checkpoint(ckpt).tokenizer.chars
+    assert_same_logits(back.model, theirs, vocab)
+    assert hub.export_hf(ckpt, out) == out  # an earlier nanochat export may be replaced
+
+
+def test_nanochat_saved_by_transformers_imports_and_bad_ones_are_refused(tmp_path):
+    torch.manual_seed(0)
+    cfg = transformers.NanoChatConfig(vocab_size=50257, hidden_size=16, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=2, max_position_embeddings=16, initializer_range=0.5)
+    theirs = transformers.NanoChatForCausalLM(cfg).eval()
+    theirs.save_pretrained(tmp_path / "hf")
+    loaded = hub.load_pretrained(tmp_path / "hf")
+    assert isinstance(loaded.tokenizer, GPT2Tokenizer) and loaded.model_config.block_size == 16
+    assert_same_logits(loaded.model, theirs, 50257)
+
+    sd = {k: v.clone() for k, v in theirs.state_dict().items()}
+    config = theirs.config.to_dict()
+    bad = write_folder(tmp_path / "gqa", {**config, "num_key_value_heads": 1, "tie_word_embeddings": True,
+                                          "hidden_act": "gelu"}, sd)
+    with pytest.raises(hub.HubError, match="(?s)as a NanoChat.*hidden_act is 'gelu'.*num_key_value_heads is 1"
+                                           ".*tie_word_embeddings is True"):
+        hub.load_pretrained(bad)
+    short = write_folder(tmp_path / "short", config, {k: v for k, v in sd.items() if "layers.1.self_attn.q" not in k})
+    with pytest.raises(hub.HubError, match=r"missing transformer\.h\.1\.attn\.c_attn\.weight"):
+        hub.load_pretrained(short)
 
 
 def test_export_folder_rules(tmp_path):

@@ -98,7 +98,11 @@ def test_no_tokens_or_too_many_are_refused_with_a_sentence(model):
         attention_weights(model, [1] * 17)
 
 
-def test_the_lens_of_the_last_layer_is_the_models_own_logits(model):
+@pytest.mark.parametrize("architecture", ["gpt2", "nanochat"])
+def test_the_lens_of_the_last_layer_is_the_models_own_logits(model, architecture):
+    if architecture == "nanochat":  # rotary positions, a norm after the embedding, a soft-capped head
+        torch.manual_seed(0)
+        model = GPT(CONFIG.replace(architecture="nanochat")).eval()
     lens = lens_logits(model, IDS)
     assert lens.shape == (CONFIG.n_layer + 1, len(IDS), CONFIG.vocab_size)
     with torch.no_grad():

@@ -28,6 +28,7 @@ def make(seed=0, **kw) -> GPT:
 @pytest.mark.parametrize("kw", [
     {}, dict(bias=False), dict(n_layer=1, n_head=1, n_embd=8, vocab_size=3, block_size=4),
     dict(n_layer=3, n_head=4, n_embd=48, vocab_size=1000, block_size=17, bias=False), dict(dropout=0.2),
+    dict(architecture="nanochat"), dict(architecture="nanochat", n_layer=3, n_head=4, n_embd=48, vocab_size=1000),
 ])
 def test_param_count_matches_config(kw):
     config = tiny(**kw)
@@ -80,10 +81,11 @@ def test_init_stds():
     assert abs(sd["transformer.h.0.attn.c_proj.weight"].mean().item()) < 1e-3
 
 
+@pytest.mark.parametrize("architecture", ["gpt2", "nanochat"])
 @pytest.mark.parametrize("vocab_size", [65, 1000])
-def test_initial_loss_is_uniform_guess(vocab_size):
+def test_initial_loss_is_uniform_guess(vocab_size, architecture):
     # A fresh model knows nothing, so its loss on random targets is about ln(vocab).
-    model = make(vocab_size=vocab_size)
+    model = make(vocab_size=vocab_size, architecture=architecture)
     g = torch.Generator().manual_seed(1)
     idx = torch.randint(vocab_size, (8, 32), generator=g)
     targets = torch.randint(vocab_size, (8, 32), generator=g)
@@ -127,9 +129,10 @@ def test_cache_overflow_raises_value_error():
             model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
 
 
-def test_causality():
+@pytest.mark.parametrize("architecture", ["gpt2", "nanochat"])
+def test_causality(architecture):
     # Changing a later token must not change earlier logits.
-    model = make()
+    model = make(architecture=architecture)
     idx = torch.randint(65, (1, 16), generator=torch.Generator().manual_seed(3))
     changed = idx.clone()
     changed[0, 10] = (changed[0, 10] + 1) % 65
@@ -144,9 +147,10 @@ def test_causality():
 # KV cache and attention maps against the plain forward
 
 
+@pytest.mark.parametrize("architecture", ["gpt2", "nanochat"])
 @pytest.mark.parametrize("chunks", [[12, 5, 3, 1, 1, 1, 1], [1] * 10, [32], [1, 31]])
-def test_kv_cache_equals_full_forward(chunks):
-    model = make(seed=4)
+def test_kv_cache_equals_full_forward(chunks, architecture):
+    model = make(seed=4, architecture=architecture)
     B, T = 3, sum(chunks)
     idx = torch.randint(65, (B, T), generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -161,8 +165,9 @@ def test_kv_cache_equals_full_forward(chunks):
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=0)
 
 
-def test_kv_cache_reorder_keeps_chosen_rows():
-    model = make(seed=6)
+@pytest.mark.parametrize("architecture", ["gpt2", "nanochat"])
+def test_kv_cache_reorder_keeps_chosen_rows(architecture):
+    model = make(architecture=architecture, seed=6)
     idx = torch.randint(65, (3, 9), generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         cache = KVCache(model.config, batch_size=3)
@@ -173,8 +178,9 @@ def test_kv_cache_reorder_keeps_chosen_rows():
     torch.testing.assert_close(step[:, -1], full[:, -1], atol=1e-5, rtol=0)
 
 
-def test_attention_maps_are_causal_distributions():
-    model = make(seed=8, n_layer=3)
+@pytest.mark.parametrize("architecture", ["gpt2", "nanochat"])
+def test_attention_maps_are_causal_distributions(architecture):
+    model = make(architecture=architecture, seed=8, n_layer=3)
     idx = torch.randint(65, (2, 12), generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         plain, _ = model(idx)
@@ -190,8 +196,9 @@ def test_attention_maps_are_causal_distributions():
     torch.testing.assert_close(logits, plain, atol=1e-5, rtol=0)
 
 
-def test_attention_maps_with_cache():
-    model = make(seed=10)
+@pytest.mark.parametrize("architecture", ["gpt2", "nanochat"])
+def test_attention_maps_with_cache(architecture):
+    model = make(architecture=architecture, seed=10)
     idx = torch.randint(65, (1, 10), generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
         _, _, full_atts = model(idx, return_attention=True)
@@ -233,8 +240,9 @@ def test_zero_dropout_train_equals_eval():
     torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
 
 
-def test_gradients_reach_every_parameter():
-    model = make(seed=16).train()
+@pytest.mark.parametrize("architecture", ["gpt2", "nanochat"])
+def test_gradients_reach_every_parameter(architecture):
+    model = make(architecture=architecture, seed=16).train()
     idx = torch.randint(65, (2, 16), generator=torch.Generator().manual_seed(17))
     _, loss = model(idx, idx.roll(-1, 1))
     loss.backward()
@@ -357,3 +365,62 @@ def test_set_dropout_switches_every_dropout():
         c, _ = model(idx)
     assert not torch.allclose(a, b)
     torch.testing.assert_close(a, c, atol=1e-6, rtol=0)
+
+
+# --------------------------------------------------------------------------------------------
+# nanochat
+
+
+def test_nanochat_has_no_position_table_biases_or_norm_weights_and_an_untied_head():
+    model = make(architecture="nanochat", bias=True)  # bias is ignored: nanochat has none
+    names = set(dict(model.named_parameters()))
+    assert names == {"transformer.wte.weight", "lm_head.weight"} | {
+        f"transformer.h.{i}.{n}.weight" for i in range(2) for n in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
+    assert model.lm_head.weight.data_ptr() != model.transformer.wte.weight.data_ptr()
+    assert set(model.state_dict()) == names  # no buffers: the rotary angles are computed per call
+
+
+def test_nanochat_init_follows_transformers():
+    model = make(architecture="nanochat", n_layer=4, n_embd=64, n_head=4)
+    sd = dict(model.named_parameters())
+    assert sd["transformer.h.0.attn.c_proj.weight"].std().item() == pytest.approx(0.02 / math.sqrt(8), rel=0.1)
+    for name in ("transformer.h.0.mlp.c_proj.weight", "transformer.h.0.attn.c_attn.weight", "lm_head.weight",
+                 "transformer.wte.weight"):
+        assert sd[name].std().item() == pytest.approx(0.02, rel=0.1), name
+
+
+def test_nanochat_logits_are_soft_capped_and_the_context_crops():
+    model = make(architecture="nanochat")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 3.0)
+        logits, _ = model(torch.randint(65, (2, 16)))
+    assert 10.0 < logits.abs().max() < 15.0
+    crop = make(architecture="nanochat")
+    crop.crop_block_size(16)
+    assert crop.config.block_size == 16 and crop(torch.zeros(1, 16, dtype=torch.long))[0].shape == (1, 16, 65)
+
+
+def test_nanochat_matches_transformers_logits():
+    transformers = pytest.importorskip("transformers")
+    from gptlab.hub import from_hf_state_dict
+    torch.manual_seed(0)
+    hf = transformers.NanoChatForCausalLM(transformers.NanoChatConfig(
+        vocab_size=65, hidden_size=32, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=32, pad_token_id=None, initializer_range=0.5)).eval()
+    ours = make(architecture="nanochat")
+    ours.load_state_dict(from_hf_state_dict(hf.state_dict()))  # the wide init makes any slip show
+    idx = torch.randint(65, (2, 32))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(idx)[0], hf(idx).logits, rtol=0, atol=1e-5)
+
+
+def test_nanochat_trains_under_bf16_autocast():
+    # The rotary angles are float32; cast to q's dtype, they keep q, k and v one dtype for attention.
+    model = make(architecture="nanochat").train()
+    idx = torch.randint(65, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, loss = model(idx, idx.roll(-1, 1))
+    loss.backward()
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())

@@ -401,3 +401,14 @@ def test_the_size_line_says_what_start_would_refuse(lab):
     assert "**Over this server's limits**: Each step reads 1,920,000 tokens" in summary
     assert "Lower batch_size" in summary
     assert "Over this server's limits" not in lab.size_summary(tokenizer="char", vocab_size=40, settings=hyper())
+
+
+def test_a_nanochat_run_trains_from_the_form_and_its_gguf_download_is_refused(lab):
+    summary = lab.size_summary(tokenizer="char", vocab_size=40, settings=hyper(architecture="nanochat"))
+    params = ModelConfig(vocab_size=40, block_size=32, n_layer=1, n_head=2, n_embd=32,
+                         architecture="nanochat").num_params()
+    assert f"**{params / 1e6:.2f}M parameters**" in summary
+    final = start(lab, architecture="nanochat", max_steps=6, eval_interval=3)[-1]
+    assert "finished: reached max_steps (6)" in final.status
+    with pytest.raises(ValueError, match="architecture is 'nanochat'.*Hugging Face format"):
+        lab.gguf_download(owner=final.owner, run_id=final.run_id)

@@ -8,7 +8,7 @@ import pytest
 from gptlab.presets import DEFAULT_PRESET, PRESETS
 from gptlab.space import Space, banner_markdown, detect
 
-CPU_PRESETS = ("tiny", "char-cpu", "nanogpt-cpu")
+CPU_PRESETS = ("tiny", "char-cpu", "nanochat-cpu", "nanogpt-cpu")
 
 
 def no_gpu() -> bool:

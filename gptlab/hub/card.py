@@ -89,14 +89,16 @@ def model_card(checkpoint: Checkpoint | str | os.PathLike, *, repo_id: str | Non
     meta = ["---", "library_name: transformers", "pipeline_tag: text-generation"]
     meta += [f"license: {json.dumps(license_id)}"] if license_id else []
     meta += [f"base_model: {json.dumps(base)}"] if base else []
-    meta += ["tags:", "- gptlab", "- gpt2"] + (["- character-level"] if char else []) + ["---", ""]
+    nanochat = cfg.architecture == "nanochat"
+    cls = "NanoChatForCausalLM" if nanochat else "GPT2LMHeadModel"
+    meta += ["tags:", "- gptlab", f"- {cfg.architecture}"] + (["- character-level"] if char else []) + ["---", ""]
 
     run_label = ckpt.path.name in (BEST, LAST, INIT) or ckpt.path.name.startswith("step-")
     title = (repo_id or "").split("/")[-1] or (ckpt.path.parent.name if run_label else ckpt.path.name)
     out = meta + [f"# {title}", "",
-                  f"A GPT-2 style language model made with GPT Lab: {cfg.num_params():,} parameters, {cfg.n_layer} "
-                  f"layers, {cfg.n_head} heads, {cfg.n_embd}-wide, a context of {cfg.block_size} tokens. It loads "
-                  "in transformers as `GPT2LMHeadModel`.", ""]
+                  f"A {'nanochat' if nanochat else 'GPT-2'} style language model made with GPT Lab: "
+                  f"{cfg.num_params():,} parameters, {cfg.n_layer} layers, {cfg.n_head} heads, {cfg.n_embd}-wide, a "
+                  f"context of {cfg.block_size} tokens. It loads in transformers as `{cls}`.", ""]
     if source:
         out += [f"The weights were imported from [{source}](https://huggingface.co/{source})"
                 + (f" at commit `{extra['source_revision']}`." if extra.get("source_revision") else "."), ""]
@@ -145,17 +147,17 @@ def model_card(checkpoint: Checkpoint | str | os.PathLike, *, repo_id: str | Non
     out += ["## How to use", "", "```python"]
     if char:
         out += ["import json, torch", "from huggingface_hub import hf_hub_download",
-                "from transformers import GPT2LMHeadModel", "",
+                f"from transformers import {cls}", "",
                 f'chars = json.load(open(hf_hub_download("{name}", "{CHARS_FILE}"), encoding="utf-8"))',
-                f'model = GPT2LMHeadModel.from_pretrained("{name}")',
+                f'model = {cls}.from_pretrained("{name}")',
                 f"ids = torch.tensor([[chars.index(c) for c in {_prompt(ckpt.tokenizer)!r}]])",
                 f"out = model.generate(ids, max_new_tokens={max(1, min(200, cfg.block_size - 4))}, do_sample=True, "
                 "pad_token_id=0)",
                 'print("".join(chars[i] for i in out[0]))']
     else:
-        out += ["from transformers import AutoTokenizer, GPT2LMHeadModel", "",
+        out += [f"from transformers import AutoTokenizer, {cls}", "",
                 f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
-                f'model = GPT2LMHeadModel.from_pretrained("{name}")',
+                f'model = {cls}.from_pretrained("{name}")',
                 'ids = tokenizer("Once upon a time", return_tensors="pt").input_ids',
                 f"out = model.generate(ids, max_new_tokens={max(1, min(100, cfg.block_size - 4))}, do_sample=True, "
                 "top_k=50)",

@@ -192,7 +192,8 @@ def _tokenizer_for(hf: dict, folder: Path | None, repo_id: str | None, kw: dict,
 
 def load_pretrained(name_or_path: str | os.PathLike, *, cache_dir=None, revision: str | None = None,
                     local_files_only: bool = False, dropout: float = 0.0) -> PretrainedModel:
-    """Load a GPT-2 from the Hugging Face Hub or from a local folder in Hugging Face layout.
+    """Load a GPT-2 (or a NanoChat: model_type "nanochat") from the Hugging Face Hub or from a local
+    folder in Hugging Face layout.
 
     name_or_path: a Hub repo id ("openai-community/gpt2"), a short name (gpt2, gpt2-medium, gpt2-large,
     gpt2-xl, distilgpt2) or a folder holding config.json and model.safetensors (or sharded safetensors).

@@ -83,7 +83,7 @@ def export_hf(checkpoint_dir, out_dir, *, repo_id: str | None = None) -> Path:
 def _is_export(folder: Path) -> bool:
     try:
         hf = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-        return hf.get("model_type") == "gpt2" and "gptlab" in hf
+        return hf.get("model_type") in ("gpt2", "nanochat") and "gptlab" in hf
     except (OSError, ValueError, AttributeError):
         return False
 

@@ -90,12 +90,10 @@ def residual_streams(model: GPT, ids: Sequence[int]) -> list[torch.Tensor]:
     was_training = model.training
     model.eval()
     try:
-        t = model.transformer
-        pos = torch.arange(idx.size(1), device=idx.device)
-        x = t.drop(t.wte(idx) + t.wpe(pos))  # (1, T, C)
+        x, rope = model.embed(idx)  # (1, T, C)
         streams = [x[0]]
-        for i, block in enumerate(t.h):
-            x, _ = block(x, i)
+        for i, block in enumerate(model.transformer.h):
+            x, _ = block(x, i, rope=rope)
             streams.append(x[0])
     finally:
         model.train(was_training)
@@ -106,7 +104,7 @@ def residual_streams(model: GPT, ids: Sequence[int]) -> list[torch.Tensor]:
 def lens_logits(model: GPT, ids: Sequence[int]) -> torch.Tensor:
     """(n_layer + 1, T, vocab): each residual stream read through ln_f and the head."""
     streams = torch.stack(residual_streams(model, ids))
-    return model.lm_head(model.transformer.ln_f(streams)).float()
+    return model.head(streams).float()
 
 
 @dataclass(frozen=True)
