@@ -307,7 +307,8 @@ class SampleConfig(_Config):
 MODEL_FORM = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "activation")
 TRAIN_FORM = ("batch_size", "grad_accum_steps", "learning_rate", "min_lr", "lr_schedule", "warmup_steps",
               "weight_decay", "beta1", "beta2", "grad_clip", "max_steps", "max_time", "eval_interval",
-              "eval_batches", "patience", "sample_interval", "seed", "precision", "snapshot_tokens")
+              "eval_batches", "patience", "sample_interval", "seed", "precision", "snapshot_tokens",
+              "optimizer", "muon_lr")
 SAMPLE_FORM = ("strategy", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "no_repeat_ngram_size",
                "num_beams", "length_penalty", "max_new_tokens", "seed", "stop")
 
