@@ -141,6 +141,7 @@ LR_SCHEDULES = ("cosine", "linear", "wsd", "constant")
 WSD_COOLDOWN = 0.3  # warmup-stable-decay: the last 30% of the run decays linearly to min_lr
 TOKENIZERS = ("char", "gpt2")
 PRECISIONS = ("auto", "fp32", "bf16")
+OPTIMIZERS = ("adamw", "muon")
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,12 @@ class TrainConfig(_Config):
     compile: bool = setting(False, "compile the model with torch.compile (pays off on long GPU runs)")
     fsdp: bool = setting(False, "under torchrun, shard the weights, gradients and optimiser state across the "
                                 "processes (FSDP) instead of copying them to each (DDP); for models too big for one device")
+    # Last, so the positions of the settings before them (the API's parameters) stay as they were.
+    optimizer: str = setting("adamw", "adamw for every weight, or muon for the hidden matrices (Linear weights "
+                                      "other than embeddings and the output head) with AdamW for the rest",
+                             choices=OPTIMIZERS)
+    muon_lr: float = setting(0.02, "Muon's peak learning rate (with --optimizer muon); the schedule scales it as it "
+                                   "scales learning_rate")
 
     def __post_init__(self):
         check_types(self)
@@ -206,6 +213,12 @@ class TrainConfig(_Config):
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}.")
         _check(self.grad_clip >= 0, f"grad_clip must be 0 (off) or more, got {self.grad_clip}.")
         _check(self.max_time is None or self.max_time > 0, f"max_time must be a number of seconds above 0, got {self.max_time}.")
+        _check(self.optimizer in OPTIMIZERS,
+               f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {shown(self.optimizer)}.")
+        _check(self.muon_lr > 0, f"muon_lr must be above 0 (Muon's usual rate is about 0.02), got {self.muon_lr}.")
+        _check(not (self.fsdp and self.optimizer == "muon"),
+               "optimizer muon does not work with fsdp (Muon needs each whole matrix, FSDP shards them); "
+               "drop fsdp (DDP copies the weights) or use optimizer adamw.")
         _check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {shown(self.precision)}.")
         _check(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
                f"device must be auto, cpu, cuda, cuda:N or mps; got {shown(self.device)}.")
@@ -312,7 +325,8 @@ class SampleConfig(_Config):
 MODEL_FORM = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias", "activation", "architecture")
 TRAIN_FORM = ("batch_size", "grad_accum_steps", "learning_rate", "min_lr", "lr_schedule", "warmup_steps",
               "weight_decay", "beta1", "beta2", "grad_clip", "max_steps", "max_time", "eval_interval",
-              "eval_batches", "patience", "sample_interval", "seed", "precision", "snapshot_tokens")
+              "eval_batches", "patience", "sample_interval", "seed", "precision", "snapshot_tokens",
+              "optimizer", "muon_lr")
 SAMPLE_FORM = ("strategy", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "no_repeat_ngram_size",
                "num_beams", "length_penalty", "max_new_tokens", "seed", "stop")
 

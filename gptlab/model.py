@@ -183,6 +183,10 @@ class GPT(nn.Module):
             if name.endswith(scaled):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
+    def get_output_embeddings(self) -> nn.Linear:
+        """The output head (transformers' name): optimisers treat it as an embedding, not a hidden matrix."""
+        return self.lm_head
+
     @staticmethod
     def _init_weights(module):
         if isinstance(module, (nn.Linear, nn.Embedding)):

@@ -11,7 +11,7 @@ def hyper(**overrides) -> dict:
                    architecture="gpt2", batch_size=8, grad_accum_steps=1, learning_rate=3e-3, min_lr=3e-4, lr_schedule="cosine",
                    warmup_steps=2, weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, max_steps=20, max_time=0,
                    eval_interval=10, eval_batches=2, patience=0, sample_interval=0, seed=1, precision="auto",
-                   snapshot_tokens=48),
+                   snapshot_tokens=48, optimizer="adamw", muon_lr=0.02),
             **overrides}
 
 

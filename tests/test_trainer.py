@@ -137,11 +137,12 @@ def test_stop_from_another_thread():
     assert trainer.step == 5
 
 
-def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, optimizer):
     data = tmp_path / "text.txt"
     data.write_text(TEXT)
     model_config = small_model_config(dropout=0.1)  # dropout makes the global RNG part of the state
-    train_config = small_train_config(grad_accum_steps=2)
+    train_config = small_train_config(grad_accum_steps=2, optimizer=optimizer)
 
     def losses(run, stop_at=None):
         stop = threading.Event()

@@ -17,8 +17,9 @@ from gptlab.ui.common import Session, agent_tool, user_errors
 from gptlab.ui.data_tab import DataTab
 from gptlab.ui.forms import field_components
 
-GROUPS = (("Model", ModelConfig, MODEL_FORM), ("Optimisation", TrainConfig, TRAIN_FORM[:10]),
-          ("Duration, evaluation and precision", TrainConfig, TRAIN_FORM[10:]))
+# The optimiser's choice came last to the API (TRAIN_FORM's end) but belongs with the optimisation settings.
+GROUPS = (("Model", ModelConfig, MODEL_FORM), ("Optimisation", TrainConfig, TRAIN_FORM[:10] + TRAIN_FORM[-2:]),
+          ("Duration, evaluation and precision", TrainConfig, TRAIN_FORM[10:-2]))
 LIVE = dict(concurrency_limit=None, show_progress="hidden")  # observers: they wait on the run, not the CPU
 
 
@@ -90,7 +91,8 @@ def _settings_column(preset: str, choices: tuple[str, ...]) -> tuple[gr.Dropdown
     for title, cls, names in GROUPS:
         with gr.Accordion(title, open=False):
             fields.update(field_components(cls, names, values))
-    return choice, start_from, size, fields
+    # The endpoints take the settings in MODEL_FORM + TRAIN_FORM's order, whatever the accordions show.
+    return choice, start_from, size, {name: fields[name] for name in MODEL_FORM + TRAIN_FORM}
 
 
 def _layout(preset: str, choices: tuple[str, ...], most_processes: int = 1) -> TrainTab:
