@@ -10,6 +10,13 @@ download; it is skipped when gguf or llama_cpp is not installed.
 
 Runs are interleaved (ours, transformers, ours, ...) and the best of --repeats is reported, so
 that other work on a shared machine disturbs both sides alike.
+
+Decoding one token at batch 1 reads every weight once, so memory bandwidth bounds it: the run also
+measures this machine's copy bandwidth (a 512 MiB tensor copied, bytes read plus written, best of 5)
+and reports each path's tokens/s as a fraction of bandwidth / bytes of weights per token (4 bytes a
+weight for fp32, 2 for f16, 34/32 for q8_0; the position table is read one row at a time and left
+out). A copy is a floor on what the memory delivers, not a ceiling: kernels that prefetch well can
+read faster than it moves bytes, so a fraction a little above 1 means the path is at the bound.
 """
 
 from __future__ import annotations
@@ -97,6 +104,21 @@ def llama_cpp_runs(config: ModelConfig, ours: GPT, prompt: torch.Tensor, tokens:
     return runs
 
 
+def copy_bandwidth(mib: int = 512, repeats: int = 5) -> float:
+    """Bytes per second that torch's own copy moves (read + write) between two large tensors."""
+    a = torch.ones(mib * 2**20 // 4)
+    b = torch.empty_like(a)
+    b.copy_(a)  # first touch: page faults are not bandwidth
+    best = min(timed(lambda: b.copy_(a))[0] for _ in range(repeats))
+    return 2 * a.numel() * a.element_size() / best
+
+
+def weight_bytes_per_token(config: ModelConfig, label: str) -> float:
+    """Bytes of weights one decoding step reads, by the path's number format (see the docstring)."""
+    per_weight = 2.0 if "f16" in label else 34 / 32 if "q8_0" in label else 4.0
+    return per_weight * (config.num_params() - config.block_size * config.n_embd)
+
+
 def timed(fn) -> tuple[float, list[int]]:
     start = time.perf_counter()
     out = fn()
@@ -154,7 +176,7 @@ def bench_size(name: str, config: ModelConfig, args) -> list[tuple[str, str, flo
     for label, out in outputs.items():
         if out != reference and "f16" not in label and "q8_0" not in label:  # rounded weights may choose otherwise
             print(f"warning: {name} '{label}' produced different tokens from ours with the cache", file=sys.stderr)
-    return [(name, label, tokens / best[label]) for label in runs]
+    return [(name, label, tokens / best[label], weight_bytes_per_token(config, label)) for label in runs]
 
 
 def main(argv=None) -> None:
@@ -173,19 +195,24 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    bandwidth = copy_bandwidth()
     rows = []
     for name in args.sizes:
         rows += bench_size(name, SIZES[name], args)
 
     print(f"\nGreedy generation, CPU ({torch.get_num_threads()} threads), batch 1, prompt {args.prompt}, "
           f"{args.tokens} new tokens, best of {args.repeats} (naive paths: 1 run), torch {torch.__version__}")
-    header = f"| {'model':<5} | {'path':<48} | {'tokens/s':>9} | {'vs transformers':>15} | {'vs ours, no cache':>17} |"
+    print(f"memory bandwidth (torch copy, read + write): {bandwidth / 1e9:.1f} GB/s")
+    header = (f"| {'model':<5} | {'path':<48} | {'tokens/s':>9} | {'vs transformers':>15} | "
+              f"{'vs ours, no cache':>17} | {'bound tok/s':>11} | {'of bound':>8} |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for name, label, rate in rows:
-        ref = next(r for n, lab, r in rows if n == name and lab == "transformers generate")
-        naive = next(r for n, lab, r in rows if n == name and lab == "ours, no cache")
-        print(f"| {name:<5} | {label:<48} | {rate:>9.1f} | {rate / ref:>14.2f}x | {rate / naive:>16.2f}x |")
+    for name, label, rate, weight_bytes in rows:
+        ref = next(r for n, lab, r, _ in rows if n == name and lab == "transformers generate")
+        naive = next(r for n, lab, r, _ in rows if n == name and lab == "ours, no cache")
+        bound = bandwidth / weight_bytes
+        print(f"| {name:<5} | {label:<48} | {rate:>9.1f} | {rate / ref:>14.2f}x | {rate / naive:>16.2f}x | "
+              f"{bound:>11.0f} | {rate / bound:>8.2f} |")
 
 
 if __name__ == "__main__":
