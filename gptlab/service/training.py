@@ -16,6 +16,7 @@ from gptlab.checkpoint import best_or_last, zip_for_sharing
 from gptlab.config import ModelConfig, TrainConfig, vocab_size_for
 from gptlab.data import DataError, load_texts, prepare_data
 from gptlab.events import EvalEvent, SnapshotEvent
+from gptlab.fields import shown, whole
 from gptlab.gguf_export import export_gguf, modelfile
 from gptlab.insight.doctor import diagnose
 from gptlab.insight.dynamics_plots import doctor_view
@@ -202,13 +203,9 @@ class Training(LabBase):
         most = self.max_processes()
         if processes in (None, ""):
             return 1
-        try:
-            n = float(processes)
-        except (TypeError, ValueError):
-            n = float("nan")
-        if isinstance(processes, bool) or not (n.is_integer() and 1 <= n <= most):
-            raise DataError(f"A run trains on 1 to {most} process(es) here (one per GPU); got {processes!r}.")
-        return int(n)
+        if not (whole(processes) and 1 <= processes <= most):
+            raise DataError(f"A run trains on 1 to {most} process(es) here (one per GPU); got {shown(processes)}.")
+        return int(processes)
 
     def _pretrained_gpt2(self) -> Path:
         from gptlab.hub import import_pretrained  # imported on demand: huggingface_hub is slow to import
