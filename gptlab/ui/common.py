@@ -48,9 +48,10 @@ def session(runs_root: Path) -> Session:
 def to_user_error(e: Exception) -> gr.Error:
     if isinstance(e, ValueError):  # the library's sentences; a path in one is cut to the file's name
         log.info("refused: %s", " ".join(str(e).split()))
-        return gr.Error(without_paths(str(e).strip()) or type(e).__name__)
+        # The log line above is the whole record: Gradio's queue would also print a traceback.
+        return gr.Error(without_paths(str(e).strip()) or type(e).__name__, print_exception=False)
     log.error("request failed", exc_info=e)
-    return gr.Error(SERVER_FAULT)
+    return gr.Error(SERVER_FAULT, print_exception=False)  # the traceback is in the log once, above
 
 
 def user_errors(fn):
