@@ -14,7 +14,7 @@ that other work on a shared machine disturbs both sides alike.
 Decoding one token at batch 1 reads every weight once, so memory bandwidth bounds it: the run also
 measures this machine's copy bandwidth (a 512 MiB tensor copied, bytes read plus written, best of 5)
 and reports each path's tokens/s as a fraction of bandwidth / bytes of weights per token (4 bytes a
-weight for fp32, 2 for f16, 34/32 for q8_0; the position table is read one row at a time and left
+weight for fp32, 2 for bf16 and f16, 34/32 for q8_0; the position table is read one row at a time and left
 out). A copy is a floor on what the memory delivers, not a ceiling: kernels that prefetch well can
 read faster than it moves bytes, so a fraction a little above 1 means the path is at the bound.
 """
@@ -137,6 +137,9 @@ def bench_size(name: str, config: ModelConfig, args) -> list[tuple[str, str, flo
     def ours_cache():
         return list(generate(ours, prompt, sample, use_cache=True))
 
+    def ours_bf16():  # the copy is made inside, so its cost is counted
+        return list(generate(ours, prompt, sample.replace(precision="bf16"), use_cache=True))
+
     def ours_naive():
         return list(generate(ours, prompt, sample, use_cache=False))
 
@@ -151,7 +154,8 @@ def bench_size(name: str, config: ModelConfig, args) -> list[tuple[str, str, flo
                               min_new_tokens=tokens, pad_token_id=0)
         return out[0, x.size(1):].tolist()
 
-    runs = {"ours, KV cache": ours_cache, "transformers generate": transformers_cache, "ours, no cache": ours_naive}
+    runs = {"ours, KV cache": ours_cache, "ours, KV cache, bf16 copy (precision=bf16)": ours_bf16,
+            "transformers generate": transformers_cache, "ours, no cache": ours_naive}
     if not args.skip_last:
         runs["ours, no cache, lm_head on last position (hook)"] = ours_naive_last
     folder = Path(tempfile.mkdtemp(prefix="gptlab-bench-"))
@@ -159,6 +163,7 @@ def bench_size(name: str, config: ModelConfig, args) -> list[tuple[str, str, flo
     # Warm up every path (allocator, thread pool, lazy imports) on a few tokens.
     small = SampleConfig(strategy="greedy", max_new_tokens=4)
     list(generate(ours, prompt, small))
+    list(generate(ours, prompt, small.replace(precision="bf16")))
     list(generate(ours, prompt, small, use_cache=False))
     hf.generate(prompt[None], attention_mask=torch.ones(1, args.prompt, dtype=torch.long), max_new_tokens=4,
                 do_sample=False, pad_token_id=0)

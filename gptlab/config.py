@@ -247,6 +247,7 @@ class TrainConfig(_Config):
 # Sampling
 
 STRATEGIES = ("greedy", "sample", "beam")
+GENERATION_PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -275,9 +276,14 @@ class SampleConfig(_Config):
     stop: tuple[str, ...] = setting((), "stop when one of these texts appears", label="stop strings")
     seed: int | None = setting(None, "random seed; the same seed and settings give the same text",
                                bounds=(0, MAX_SEED))
+    precision: str = setting("fp32", "fp32 (exact), or bf16: generate from a bfloat16 copy of the model, which "
+                             "reads half the bytes per token (faster for large models on CPUs with bf16 "
+                             "instructions; the tokens may differ from fp32's)", choices=GENERATION_PRECISIONS)
 
     def __post_init__(self):
         check_types(self)
+        _check(self.precision in GENERATION_PRECISIONS, f"precision must be one of "
+               f"{', '.join(GENERATION_PRECISIONS)}, got {shown(self.precision)}.")
         _check(self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}, got {shown(self.strategy)}.")
         _check(self.max_new_tokens > 0, f"max_new_tokens must be a positive whole number, got {shown(self.max_new_tokens)}.")
         if self.strategy == "sample":

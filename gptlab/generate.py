@@ -58,11 +58,27 @@ def generate(model: GPT, prompt_ids: Iterable[int] | torch.Tensor, config: Sampl
     being consumed, and gets its training mode back when the iterator finishes or is closed.
     """
     ids = _prompt(model, prompt_ids, eot)
+    model = generation_copy(model, config.precision)
     if generator is None and config.seed is not None and config.strategy == "sample":
         generator = torch.Generator(device=_device(model)).manual_seed(config.seed)
     if config.strategy == "beam":
         return _beam_search(model, ids, config, eot, use_cache)
     return _decode(model, ids, config, eot, generator, use_cache)
+
+
+def generation_copy(model: GPT, precision: str) -> GPT:
+    """The model to generate from: itself for fp32, or a bfloat16 copy, made once per generation.
+
+    Decoding reads every weight once per token, so half the bytes is up to twice the tokens/s where
+    the matmuls run natively in bf16. The copy is built on the meta device and then given the
+    converted tensors, so no time goes into initialising weights that are overwritten at once."""
+    if precision == "fp32" or next(model.parameters()).dtype == torch.bfloat16:
+        return model
+    with torch.device("meta"):
+        copy = type(model)(model.config)
+    copy.load_state_dict({k: v.detach().to(torch.bfloat16) if v.is_floating_point() else v
+                          for k, v in model.state_dict().items()}, assign=True)
+    return copy.eval()
 
 
 def next_token_distribution(model: GPT, prompt_ids: Iterable[int] | torch.Tensor, config: SampleConfig,
