@@ -1,12 +1,15 @@
 """How good the model gets in a fixed wall-time budget: the number a user feels.
 
     python bench/train_quality.py [--data ../shared/data/tinyshakespeare.txt] [--budget 120]
-                                  [--preset char-cpu] [--set n_layer=6 --set learning_rate=3e-3 ...]
+                                  [--preset NAME] [--set n_layer=6 --set learning_rate=3e-3 ...]
+
+With no --preset it measures the app's default preset (gptlab.presets.DEFAULT_PRESET).
 
 The budget covers everything a user waits for: reading and tokenizing the text, building the
 model, training, evaluations, checkpoints and the final evaluation. Afterwards (outside the budget)
 the final weights are measured on the whole validation split, the last 10% of the text, in
-non-overlapping windows of the model's context.
+non-overlapping windows of the model's context, and reported in nats and in bits per character
+(nats / ln 2: with the character tokenizer one token is one character).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 from common import REFERENCE, TINYSHAKESPEARE, matmul_peak_flops, print_table
 from gptlab import kernels
 from gptlab.config import ModelConfig, TrainConfig
+from gptlab.presets import DEFAULT_PRESET
 from gptlab.training import TrainingRun
 
 
@@ -51,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(TINYSHAKESPEARE))
     parser.add_argument("--budget", type=float, default=120.0, help="seconds of wall time, everything included")
-    parser.add_argument("--preset", default="char-cpu")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, help=f"default: the app's default, {DEFAULT_PRESET}")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a ModelConfig or TrainConfig field")
     args = parser.parse_args()
@@ -93,6 +97,7 @@ def main() -> None:
                  ["tokens seen", done.tokens_seen],
                  ["val loss, whole validation split (final weights)", val],
                  ["val loss, last in-run evaluation", evals[-1].val_loss],
+                 [f"val bits per {'character' if run.train_config.tokenizer == 'char' else 'token'}", val / math.log(2)],
                  ["val loss vs reference 1.886", val / REFERENCE["val_loss"]],
                  ["val perplexity", math.exp(val)],
                  ["steady tokens/s (median)", steady_rate],

@@ -13,7 +13,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from gptlab.config import PRESETS, ConfigError
+from gptlab.config import DEFAULT_PRESET, PRESETS, ConfigError
 from gptlab.experiments.changes import Change, changes, describe, flatten
 from gptlab.experiments.scaling import fit_power_law, predict
 from gptlab.experiments.settings import (Settings, load_settings_json, settings_from_query, settings_json,
@@ -26,7 +26,7 @@ CHANGED = {"learning_rate": 0.0031, "n_layer": 3, "bias": False, "lr_schedule": 
 # -- the command -------------------------------------------------------------------------------------
 
 def test_the_command_names_only_what_differs_from_the_preset():
-    assert train_command(Settings.of("char-cpu")) == "python -m gptlab train"
+    assert train_command(Settings.of(DEFAULT_PRESET)) == "python -m gptlab train"
     command = train_command(Settings.of("tiny", {"learning_rate": 0.004, "bias": False}), data=["my text.txt"])
     assert command == "python -m gptlab train --data 'my text.txt' --preset tiny --no-bias --learning-rate 0.004"
 
@@ -39,7 +39,7 @@ def test_the_command_parses_back_to_the_same_configs(preset):
     settings = Settings.of(preset, {"learning_rate": 1 / 3 * 1e-2, "n_embd": 96, "n_head": 4, "bias": False,
                                     "patience": 3, "max_time": 12.5})
     args = build_parser().parse_args(shlex.split(train_command(settings))[3:])
-    chosen = args.preset or "char-cpu"
+    chosen = args.preset or DEFAULT_PRESET
     assert ModelConfig.preset(chosen, **_overrides(args, ModelConfig)) == settings.model
     assert TrainConfig.preset(chosen, **_overrides(args, TrainConfig)) == settings.train
 

@@ -10,7 +10,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from matplotlib.figure import Figure
 
-from gptlab.config import ConfigError, ModelConfig, vocab_size_for
+from gptlab.config import DEFAULT_PRESET, ConfigError, ModelConfig, vocab_size_for
 from gptlab.events import SampleEvent
 from gptlab.experiments import compare, history
 from gptlab.experiments.figures import MAX_OVERLAY, overlay_figure, scaling_figure
@@ -136,7 +136,7 @@ class Experiments(LabBase):
 
     def _base(self, preset: str | None, tokenizer: str, settings: Mapping[str, Any]) -> Settings:
         model, train = self._configs(tokenizer, settings)
-        return Settings(preset or "char-cpu", model, train)
+        return Settings(preset or DEFAULT_PRESET, model, train)
 
     def start_sweep(self, *, owner: str | None, source: str, files, pasted, tokenizer: str, preset: str | None,
                     settings: Mapping[str, Any], axis_a: str | None, values_a: str | None, axis_b: str | None = None,
