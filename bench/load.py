@@ -39,10 +39,11 @@ from gptlab.service import Lab, Limits  # noqa: E402
 
 TEXT = ("ROMEO: But soft, what light through yonder window breaks? It is the east, and Juliet is the sun.\n"
         "JULIET: O Romeo, Romeo, wherefore art thou Romeo? Deny thy father and refuse thy name.\n") * 40
-MODEL = dict(n_layer=2, n_head=2, n_embd=64, block_size=64, dropout=0.0, bias=True, activation="gelu")
+MODEL = dict(n_layer=2, n_head=2, n_embd=64, block_size=64, dropout=0.0, bias=True, activation="gelu",
+             architecture="gpt2")  # pinned: the default preset is nanochat, slower per step
 TRAIN = dict(batch_size=16, grad_accum_steps=1, learning_rate=3e-3, min_lr=3e-4, lr_schedule="cosine",
              warmup_steps=10, weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0, eval_interval=100_000,
-             eval_batches=2, patience=0, sample_interval=0, seed=1, precision="auto",
+             eval_batches=2, patience=0, sample_interval=0, seed=1, precision="auto", optimizer="adamw",
              snapshot_tokens=0)  # throughput under load is what this measures; the time machine's cost is app_overhead's
 DECODING = dict(strategy="sample", temperature=0.8, top_k=0, top_p=1.0, min_p=0.0, repetition_penalty=1.0,
                 no_repeat_ngram_size=0, num_beams=4, length_penalty=1.0, seed=7, stop="")

@@ -4,7 +4,7 @@ from bench.load import run_load
 
 
 def test_samplers_while_training_get_their_own_text_and_one_of_three_starts_trains():
-    report = run_load(seconds=2.0, samplers=3, new_tokens=20, warmup_s=0.0)
+    report = run_load(seconds=4.0, samplers=3, new_tokens=20, warmup_s=0.0)
     assert report.errors == []
     assert report.latencies_s and report.distinct_texts == 1  # same prompt and seed: the same text for all
     assert report.alone_tokens_per_s > 0 and report.loaded_tokens_per_s > 0
