@@ -1,4 +1,5 @@
-"""A Linear layer whose float32 CPU matmuls run on oneDNN instead of MKL.
+"""CPU speed: a Linear layer whose float32 matmuls run on oneDNN instead of MKL, and an allocator
+setting that stops a training step from paying page faults.
 
 PyTorch hands float32 CPU matmuls to MKL, and MKL runs its AVX2 code on processors that are not
 Intel's. oneDNN picks its kernels by instruction set alone: on an AVX-512 AMD EPYC it measured about
@@ -9,12 +10,15 @@ The fast path is taken only where it applies: CPU, float32, no autocast, not und
 (which picks its own kernels). Everything else goes to F.linear. Set GPTLAB_ONEDNN=0 to turn it off.
 
 For inference, `packed_weights` also lends each layer a copy of its weight in oneDNN's own layout.
+`keep_freed_memory` is the allocator setting (see its docstring).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import sys
 
 import torch
 import torch.nn as nn
@@ -105,3 +109,29 @@ def packed_weights(module: nn.Module):
     finally:
         for m in layers:
             m.packed_weight = None
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+_kept = False
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc keep freed blocks for reuse instead of handing them back to the OS. Returns whether
+    the setting is in force (glibc on Linux only; GPTLAB_MALLOPT=0 turns it off).
+
+    glibc serves blocks above a threshold (at most 32 MiB, set by the sizes it has seen) with their
+    own mmap, and unmaps them when freed; it also returns the top of its heap once more than a
+    threshold is free. A training step allocates and frees its activations, megabytes each, every
+    step, so every step paid the page faults of touching fresh memory again: at the default preset
+    that was a third of the step (bench/train_throughput.py). With both thresholds raised the blocks
+    stay in the heap and are reused. The price: the process keeps its peak heap until it exits.
+    """
+    global _kept
+    if _kept or os.environ.get("GPTLAB_MALLOPT", "1") == "0" or not sys.platform.startswith("linux"):
+        return _kept
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        _kept = bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    except (OSError, AttributeError):  # not glibc (musl, say): its allocator keeps its own counsel
+        _kept = False
+    return _kept

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gptlab.config import ModelConfig
+from gptlab.fused import relu_squared, rms_norm
 from gptlab.kernels import Linear
 
 RMS_EPS = 1e-6  # NanoChatConfig.rms_norm_eps
@@ -28,7 +29,7 @@ class RMSNorm(nn.Module):
     """RMSNorm without a learned scale, as nanochat has it."""
 
     def forward(self, x):
-        return F.rms_norm(x.float(), (x.size(-1),), eps=RMS_EPS).type_as(x)
+        return rms_norm(x, RMS_EPS)
 
 
 def rotary(positions: torch.Tensor, head_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,7 +137,7 @@ class MLP(nn.Module):
 
     def forward(self, x):
         h = self.c_fc(x)
-        h = F.relu(h).square() if self.relu2 else self.gelu(h)
+        h = relu_squared(h) if self.relu2 else self.gelu(h)
         return self.dropout(self.c_proj(h))
 
 

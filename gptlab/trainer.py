@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from gptlab.config import TrainConfig
 from gptlab.distributed import LOCAL, Dist, pick_device, resolve_precision  # noqa: F401  (the trainer's names)
+from gptlab.kernels import keep_freed_memory
 from gptlab.optim import make_optimizer
 from gptlab.events import CheckpointEvent, DoneEvent, EvalEvent, Event, SampleEvent, SnapshotEvent, StepEvent
 
@@ -82,6 +83,8 @@ class Trainer:
         self.checkpoint_seconds = checkpoint_seconds
         self.diverge_above = diverge_above  # a training loss above this ends the run as diverged
         self.device = device or pick_device(config.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # or every step pays page faults for its activations
         self.dist = dist
         # On the device, and DDP around it; or FSDP's shards of it, moved to the device block by block.
         self.model, wrapped = dist.wrap(model, self.device, fsdp=config.fsdp)
