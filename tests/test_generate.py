@@ -316,6 +316,21 @@ def test_bf16_copy_computes_the_same_logits_to_bf16_precision():
     assert (got.float().argmax(-1) == want.argmax(-1)).float().mean() >= 0.9
 
 
+def test_bf16_copy_is_kept_until_a_weight_changes():
+    from gptlab.generate import generation_copy
+
+    _, ours = pair(4)
+    copy = generation_copy(ours, "bf16")
+    assert generation_copy(ours, "bf16") is copy  # the next generation reuses it
+    with torch.no_grad():
+        ours.transformer.h[0].mlp.c_fc.weight.mul_(2.0)  # as an optimiser step changes a weight, in place
+    fresh = generation_copy(ours, "bf16")
+    assert fresh is not copy
+    assert torch.equal(fresh.transformer.h[0].mlp.c_fc.weight, (ours.transformer.h[0].mlp.c_fc.weight).bfloat16())
+    ours.load_state_dict(pair(5)[1].state_dict())  # a new state dict
+    assert generation_copy(ours, "bf16") is not fresh
+
+
 def test_an_unknown_generation_precision_is_refused_with_the_choices():
     from gptlab.config import ConfigError
 

@@ -115,3 +115,14 @@ def test_packed_weights_leave_other_dtypes_alone():
     model = tiny_model().double()
     with kernels.packed_weights(model):
         assert all(m.packed_weight is None for m in linears(model))
+
+
+def test_bf16_weights_are_packed_and_compute_what_f_linear_computes_in_bf16():
+    model = tiny_model().to(torch.bfloat16)
+    idx = torch.randint(0, 11, (1, 8), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected, _ = model(idx)
+        with kernels.packed_weights(model):
+            assert all(m.packed_weight is not None and m.packed_weight.dtype == torch.bfloat16 for m in linears(model))
+            packed, _ = model(idx)
+    torch.testing.assert_close(packed, expected)
