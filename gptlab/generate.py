@@ -153,8 +153,6 @@ def _prompt(model: GPT, prompt_ids, eot: int | None) -> list[int]:
     return ids
 
 
-
-
 class _inference:
     """Eval mode and packed weights for the duration. Generations from one model may run at once
     (the app shares a loaded model between requests): the first one in sets the model up, and the

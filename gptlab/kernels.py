@@ -59,8 +59,13 @@ class _OneDNNLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-def use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+PACKABLE = (torch.float32, torch.bfloat16)  # oneDNN computes bf16 natively where the CPU has AVX512-BF16 or AMX
+
+
+def use_onednn(x: torch.Tensor, weight: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> bool:
+    """Whether oneDNN computes x @ weight.T here; `dtypes` are the weight types the caller can give it
+    (training: float32 alone; a packed copy for inference: PACKABLE)."""
+    return (ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == weight.dtype and weight.dtype in dtypes
             and x.numel() > 0 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
 
 
@@ -78,21 +83,12 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 class Linear(nn.Linear):
     """nn.Linear (same parameters, same state dict) computed by `linear`."""
 
-    packed_weight: torch.Tensor | None = None  # set only inside `packed_weights`
+    packed_weight: torch.Tensor | None = None  # set by `pack` (for a block: `packed_weights`)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed_weight is not None and not torch.is_grad_enabled() and _packed_applies(x, self.weight):
+        if self.packed_weight is not None and not torch.is_grad_enabled() and use_onednn(x, self.weight, PACKABLE):
             return _matmul_t(x, self.packed_weight, self.bias)
         return linear(x, self.weight, self.bias)
-
-
-PACKABLE = (torch.float32, torch.bfloat16)  # oneDNN computes bf16 natively where the CPU has AVX512-BF16 or AMX
-
-
-def _packed_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    if weight.dtype == torch.float32:
-        return use_onednn(x, weight)
-    return x.device.type == "cpu" and x.dtype == weight.dtype and x.numel() > 0 and not torch.compiler.is_compiling()
 
 
 def pack(module: nn.Module) -> list[Linear]:
