@@ -36,8 +36,8 @@ PRESETS: dict[str, Preset] = {
         "(rotary positions, RMSNorm, ReLU², untied head) and trained with Muon.",
         # On the bundled corpus in 120 s on 2 cores, nanochat with Muon beat char-cpu (GPT-2, AdamW) by
         # 0.14 nats; nanochat with AdamW alone gained about half of that (bench/train_quality.py). A
-        # context of 128 at batch 16 (the same 2,048 tokens a step) beat 64 at batch 32 by about 0.03
-        # over five runs each; batch 8, 12 or 32 at 128, a context of 192 or 256, six layers, width 192,
+        # context of 128 at batch 16 (the same 2,048 tokens a step) beat 64 at batch 32 by about 0.03 on
+        # average over five runs each (the preset, another seed or nearby rates); batch 8, 12 or 32 at 128, a context of 192 or 256, six layers, width 192,
         # and Muon or AdamW rates of 0.01 or 0.04 did no better within the runs' noise (about ±0.02).
         model=dict(block_size=128, n_layer=4, n_head=4, n_embd=128, bias=False, architecture="nanochat"),
         train=dict(batch_size=16, learning_rate=6e-3, min_lr=6e-4, lr_schedule="wsd", warmup_steps=50,
