@@ -27,6 +27,8 @@ import torch
 import torch.distributed as tdist
 import torch.nn as nn
 
+from gptlab.kernels import native_bf16
+
 # A peer that died is seen at once (its socket closes, or torchrun ends the job); this bounds what is
 # left, a peer stuck without dying. It must outlast rank 0's longest save, which the others wait for.
 TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("GPTLAB_DIST_TIMEOUT", 900)))
@@ -60,7 +62,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return "fp32"
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if precision == "bf16" and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    return "bf16" if precision == "bf16" and native_bf16() else "fp32"
 
 
 class Dist:

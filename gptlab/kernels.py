@@ -4,10 +4,13 @@ setting that stops a training step from paying page faults.
 PyTorch hands float32 CPU matmuls to MKL, and MKL runs its AVX2 code on processors that are not
 Intel's. oneDNN picks its kernels by instruction set alone: on an AVX-512 AMD EPYC it measured about
 2x MKL for every matmul of a training step (forward, input gradient, weight gradient) and for the
-matrix-vector products of generation. The arithmetic stays float32.
+matrix-vector products of generation. The arithmetic stays float32. On an AVX2 EPYC, where MKL's
+AVX2 code is the CPU's best, oneDNN trained no faster and made a small model's generation take
+twice as long, so it is used only where the CPU has AVX-512.
 
-The fast path is taken only where it applies: CPU, float32, no autocast, not under torch.compile
-(which picks its own kernels). Everything else goes to F.linear. Set GPTLAB_ONEDNN=0 to turn it off.
+The fast path is taken only where it applies: an AVX-512 CPU, float32, no autocast, not under
+torch.compile (which picks its own kernels). Everything else goes to F.linear. Set GPTLAB_ONEDNN=0
+to turn it off.
 
 For inference, `packed_weights` also lends each layer a copy of its weight in oneDNN's own layout.
 `keep_freed_memory` is the allocator setting (see its docstring).
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import sys
 
@@ -24,8 +28,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ONEDNN_LINEAR = (os.environ.get("GPTLAB_ONEDNN", "1") != "0" and torch.backends.mkldnn.is_available()
-                 and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+ONEDNN_LINEAR = (ONEDNN_AVAILABLE and os.environ.get("GPTLAB_ONEDNN", "1") != "0"
+                 and torch.backends.cpu.get_cpu_capability() == "AVX512")
 
 
 def _matmul_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -59,7 +64,17 @@ class _OneDNNLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-PACKABLE = (torch.float32, torch.bfloat16)  # oneDNN computes bf16 natively where the CPU has AVX512-BF16 or AMX
+@functools.cache
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX-512 with BF16 or AMX, or AVX-NE-CONVERT), as
+    oneDNN judges it. Elsewhere PyTorch emulates bf16 matrix products, and on an AVX2 EPYC a 128x384
+    by 384x128 product took ten times as long as in float32: code that would choose bf16 for speed
+    asks here first."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+# The weight types oneDNN takes in its blocked layout; it refuses to pack bf16 without native bf16.
+PACKABLE = (torch.float32, torch.bfloat16) if native_bf16() else (torch.float32,)
 
 
 def use_onednn(x: torch.Tensor, weight: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> bool:

@@ -9,7 +9,14 @@ from gptlab import kernels
 from gptlab.config import ModelConfig
 from gptlab.model import GPT
 
-pytestmark = pytest.mark.skipif(not kernels.ONEDNN_LINEAR, reason="this PyTorch build has no oneDNN")
+pytestmark = pytest.mark.skipif(not kernels.ONEDNN_AVAILABLE, reason="this PyTorch build has no oneDNN")
+
+
+@pytest.fixture(autouse=True)
+def onednn_on(monkeypatch):
+    """The kernels run wherever oneDNN is built in; the app uses them only on AVX-512 CPUs, where they
+    are faster, so these tests switch them on wherever they run."""
+    monkeypatch.setattr(kernels, "ONEDNN_LINEAR", True)
 
 
 def grads(fn, x, weight, bias):
@@ -117,6 +124,16 @@ def test_packed_weights_leave_other_dtypes_alone():
         assert all(m.packed_weight is None for m in linears(model))
 
 
+def test_bf16_weights_are_packed_only_where_the_cpu_computes_bf16_natively():
+    """oneDNN refuses to pack bf16 on a CPU without native bf16 (an AVX2 one): such weights stay as
+    they are, and compute through F.linear."""
+    assert (torch.bfloat16 in kernels.PACKABLE) == kernels.native_bf16()
+    model = tiny_model().to(torch.bfloat16)
+    with kernels.packed_weights(model):
+        assert all((m.packed_weight is not None) == kernels.native_bf16() for m in linears(model))
+
+
+@pytest.mark.skipif(not kernels.native_bf16(), reason="this CPU has no native bf16, so bf16 is not packed")
 def test_bf16_weights_are_packed_and_compute_what_f_linear_computes_in_bf16():
     model = tiny_model().to(torch.bfloat16)
     idx = torch.randint(0, 11, (1, 8), generator=torch.Generator().manual_seed(2))

@@ -128,3 +128,42 @@ def test_nanochat_untied_head_goes_to_adamw_without_decay_like_the_embeddings():
     assert "lm_head.weight" not in names(model, parts["hidden"])
     assert names(model, parts["hidden"]) == {n for n, p in model.named_parameters()
                                              if p.dim() == 2 and n.startswith("transformer.h.")}
+
+
+# -- Newton-Schulz: torch's own where bf16 is native, the same iteration in float32 where it is not ----
+
+def newton_schulz_float64(g: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """The quintic iteration of torch.optim.Muon (its default coefficients), written out in float64."""
+    a, b, c = 3.4445, -4.775, 2.0315
+    x = g.double() if g.size(0) <= g.size(1) else g.double().T
+    x = x / x.norm().clamp(min=1e-7)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x if g.size(0) <= g.size(1) else x.T
+
+
+@pytest.mark.parametrize("shape", [(6, 10), (10, 6), (8, 8)])
+def test_newton_schulz_in_float32_is_torchs_iteration_and_bf16_rounds_it(monkeypatch, shape):
+    from gptlab import optim
+
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    exact = newton_schulz_float64(g)
+    monkeypatch.setattr(optim, "native_bf16", lambda: False)
+    fp32 = optim.newton_schulz(g, (3.4445, -4.775, 2.0315), 5, 1e-7)
+    assert fp32.dtype == torch.float32 and fp32.shape == g.shape
+    torch.testing.assert_close(fp32.double(), exact, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(optim, "native_bf16", lambda: True)
+    bf16 = optim.newton_schulz(g, (3.4445, -4.775, 2.0315), 5, 1e-7)
+    assert bf16.dtype == torch.bfloat16  # torch's own, untouched
+    torch.testing.assert_close(bf16.double(), exact, rtol=0.05, atol=0.05)
+
+
+def test_muon_steps_through_newton_schulz_on_every_cpu():
+    """make_optimizer routes torch.optim.Muon's step through gptlab's newton_schulz, which is what
+    keeps Muon in float32 on a CPU that would emulate bf16."""
+    from gptlab import optim
+
+    model = GPT(small_model_config())
+    make_optimizer(model, small_train_config(optimizer="muon"), torch.device("cpu"))
+    assert torch.optim._muon._zeropower_via_newtonschulz is optim.newton_schulz

@@ -310,7 +310,9 @@ def test_precision_auto_is_fp32_on_cpu_and_bf16_is_used_only_where_native():
 
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == "fp32" and resolve_precision("fp32", cpu) == "fp32"
-    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    from gptlab.kernels import native_bf16
+
+    native = native_bf16()
     assert resolve_precision("bf16", cpu) == ("bf16" if native else "fp32")
     trainer = Trainer(GPT(small_model_config()), small_train_config(max_steps=4, precision="bf16"), dataset())
     losses = [e.loss for e in trainer.run() if isinstance(e, StepEvent)]
