@@ -42,9 +42,10 @@ def rotary(positions: torch.Tensor, head_size: int) -> tuple[torch.Tensor, torch
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each head's (first half, second half) pairs: x (B, nh, T, hs)."""
+    """Rotate each head's (first half, second half) pairs: x (..., T, hs)."""
     x1, x2 = x.chunk(2, dim=-1)
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # as transformers does; float32 angles would promote bf16 q, k
+    if cos.dtype != x.dtype:  # as transformers does; float32 angles would promote bf16 q, k
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return x * cos + torch.cat((x2, -x1), dim=-1) * sin  # nanochat rotates the other way from Llama
 
 
@@ -62,14 +63,20 @@ class KVCache:
         # Uninitialised: positions are written before they are read, and zeroing GPT-2's 75 MB cost 17 ms.
         self.k = torch.empty(shape, device=device, dtype=dtype)
         self.v = torch.empty(shape, device=device, dtype=dtype)
+        self._layers()
         self.pos = 0
+
+    def _layers(self) -> None:
+        # Each layer's view, made once: generation appends once per token and layer.
+        self.layer_k, self.layer_v = self.k.unbind(0), self.v.unbind(0)
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         end = self.pos + k.size(2)
         assert end <= self.max_len, "KV cache overflow: the caller must crop the context first"
-        self.k[layer, :, :, self.pos:end] = k
-        self.v[layer, :, :, self.pos:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        keys, values = self.layer_k[layer], self.layer_v[layer]
+        keys[:, :, self.pos:end] = k
+        values[:, :, self.pos:end] = v
+        return keys[:, :, :end], values[:, :, :end]
 
     def advance(self, n: int) -> None:
         self.pos += n
@@ -83,6 +90,7 @@ class KVCache:
         else:  # the batch grows once, when the prompt's cache is copied to every beam
             self.k = self.k.index_select(1, index)
             self.v = self.v.index_select(1, index)
+            self._layers()
 
 
 class CausalSelfAttention(nn.Module):
@@ -98,10 +106,13 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, layer: int = 0, cache: KVCache | None = None, return_attention: bool = False, rope=None):
         B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        if self.nanochat:  # rotate, then normalise (nanochat's order): the cache holds both done
-            q, k = (self.qk_norm(apply_rotary(t, *rope)) for t in (q, k))
+        # One view and one permute for all three: generation runs this once per token and layer.
+        qkv = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+        if self.nanochat:  # rotate, then normalise (nanochat's order), q and k in one go: the cache holds both done
+            q, k = self.qk_norm(apply_rotary(qkv[:2], *rope)).unbind(0)
+            v = qkv[2]
+        else:
+            q, k, v = qkv.unbind(0)
         past = 0
         if cache is not None:
             past = cache.pos
@@ -173,6 +184,7 @@ class GPT(nn.Module):
             ln_f=norm(config),
         ))
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
+        self._rotary: tuple[torch.Tensor, torch.Tensor] | None = None  # cos and sin of every position (nanochat)
         if not self.nanochat:
             self.lm_head.weight = self.transformer.wte.weight  # weight tying, as in GPT-2
 
@@ -217,12 +229,23 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once
 
     def embed(self, idx, past: int = 0):
-        """The residual stream entering the first block (B, T, C), and the rotary cos and sin (nanochat)."""
-        pos = torch.arange(past, past + idx.size(1), dtype=torch.long, device=idx.device)
+        """The residual stream entering the first block (B, T, C), and the rotary cos and sin (nanochat).
+        Positions past..past+T-1 are rows of a table (wpe, or the rotary angles computed once per
+        device): a slice, where an arange and a lookup per token were a tenth of a small model's
+        generation step."""
+        end = past + idx.size(1)
         if self.nanochat:
-            return self.transformer.drop(self.transformer.ln_f(self.transformer.wte(idx))), \
-                rotary(pos, self.config.head_size)
-        return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos)), None
+            cos, sin = self._rotary_table(idx.device)
+            return self.transformer.drop(self.transformer.ln_f(self.transformer.wte(idx))), (cos[past:end], sin[past:end])
+        return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe.weight[past:end]), None
+
+    def _rotary_table(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # Not a buffer, so the state dict stays transformers' and a copy built on the meta device makes its own.
+        # Made outside inference mode: an inference tensor could not be saved for a later training step's backward.
+        if self._rotary is None or self._rotary[0].device != device:
+            with torch.inference_mode(False):
+                self._rotary = rotary(torch.arange(self.config.block_size, device=device), self.config.head_size)
+        return self._rotary
 
     def head(self, x):
         """Logits from the last residual stream: ln_f, lm_head and (nanochat) the soft-cap."""

@@ -34,6 +34,18 @@ def test_forward_and_gradient_equal_the_plain_composition(fast, reference, shape
     torch.testing.assert_close(grad, ref_grad)
 
 
+@pytest.mark.parametrize("fast, reference", PAIRS, ids=["relu_squared", "rms_norm"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_without_autograd_the_values_equal_the_plain_composition(fast, reference, dtype):
+    """Generation runs under inference mode, where the functions take their shortest path."""
+    x = torch.randn(2, 3, 64, generator=torch.Generator().manual_seed(1)).to(dtype)
+    with torch.inference_mode():
+        out = fast(x)
+    want = reference(x.float()).to(dtype) if reference is fused.rms_norm_reference else reference(x)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, want)
+
+
 @pytest.mark.parametrize("fast", [p[0] for p in PAIRS], ids=["relu_squared", "rms_norm"])
 def test_gradient_is_exact_in_float64(fast):
     x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from gptlab.config import ModelConfig
-from gptlab.model import GPT, KVCache
+from gptlab.model import GPT, KVCache, rotary
 
 
 def tiny(**kw) -> ModelConfig:
@@ -424,3 +424,21 @@ def test_nanochat_trains_under_bf16_autocast():
     loss.backward()
     assert logits.dtype == torch.bfloat16 and torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_nanochat_rotary_table_made_while_generating_serves_training_and_stays_out_of_the_state_dict():
+    """The rotary angles are computed once and kept beside the model; one made while generating
+    (under inference mode) must still serve a training step, whose backward saves it."""
+    model = make(architecture="nanochat")
+    idx = torch.randint(0, model.config.vocab_size, (2, 8), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        before, _ = model(idx)
+    _, loss = model(idx, idx)
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    cos, sin = model._rotary
+    fresh_cos, fresh_sin = rotary(torch.arange(model.config.block_size), model.config.head_size)
+    assert torch.equal(cos, fresh_cos) and torch.equal(sin, fresh_sin)
+    with torch.no_grad():
+        assert torch.equal(model(idx)[0], before)
+    assert "_rotary" not in "".join(model.state_dict())
