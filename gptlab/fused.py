@@ -63,14 +63,10 @@ def relu_squared(x: torch.Tensor) -> torch.Tensor:
 def rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm over the last dimension without a learned scale, computed in float32 at least.
 
-    Without autograd it is transformers' NanoChatRMSNorm formula in four ops: F.rms_norm dispatches
-    through a dozen (two of them copies), which made RMSNorm a third of a small model's generation."""
+    Without autograd (or under compile, which fuses it) it is transformers' NanoChatRMSNorm formula in
+    four ops: F.rms_norm dispatches through a dozen (two of them copies), which made RMSNorm a third of
+    a small model's generation."""
     dtype = x.dtype
     x = x.float() if dtype in (torch.float16, torch.bfloat16) else x
-    if _fast(x):
-        y = _RMSNorm.apply(x, eps)
-    elif torch.compiler.is_compiling():
-        y = rms_norm_reference(x, eps)
-    else:
-        y = x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps)
+    y = _RMSNorm.apply(x, eps) if _fast(x) else x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps)
     return y if y.dtype == dtype else y.to(dtype)
