@@ -115,4 +115,6 @@ def test_keep_freed_memory_ends_the_page_faults_of_a_training_step():
                          env={**os.environ, "GPTLAB_MALLOPT": "1"}, check=True)
     plain, kept = map(float, out.stdout.split())
     # Without it, glibc gave each step's freed activations back to the OS: thousands of faults a step.
-    assert kept < plain / 5, f"{kept:.0f} page faults a step with freed memory kept (was {plain:.0f})"
+    # Whether it does depends on the sizes its dynamic threshold has seen (on one CI machine it had
+    # already stopped), so the steady state with the setting is held to a handful of faults a step.
+    assert kept <= max(plain / 5, 10), f"{kept:.0f} page faults a step with freed memory kept (was {plain:.0f})"
