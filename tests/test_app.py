@@ -337,6 +337,16 @@ def test_a_training_beyond_the_server_limit_is_refused_with_try_again(server):
     assert len(lab.registry.list(owner)) == 1
 
 
+def test_a_setting_out_of_its_range_is_refused_with_the_fields_name(server):
+    lab, client = server
+    before = len(lab.registry._all())
+    with pytest.raises(AppError, match=r"^Block size must be between 1 and 65,536, not 0\. Change it and try again\.$"):
+        train(client, block_size=0).result(timeout=TIMEOUT)
+    with pytest.raises(AppError, match=r"^Batch size must be between 1 and 65,536, not 70,000\."):
+        train(client, batch_size=70_000).result(timeout=TIMEOUT)
+    assert len(lab.registry._all()) == before  # refused before a run was made
+
+
 def test_preview_and_downloads_through_the_api(server, trained):
     _, client = server
     message, stats, head, table, tokens = client.predict(PASTE, None, "hello world\n" * 10, "char", 4,

@@ -12,6 +12,36 @@ import gradio as gr
 
 from gptlab.config import field_info
 
+def _within_bounds(component, payload) -> None:
+    """Gradio's own out-of-range message ("Value 0 is less than minimum value 1.") names no field,
+    so on a form of twenty it leaves the user guessing; this one names the box and what it takes."""
+    low, high = component.minimum, component.maximum
+    if payload is None or (low is None or payload >= low) and (high is None or payload <= high):
+        return
+    def shown(value) -> str:
+        return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+    takes = f"between {shown(low)} and {shown(high)}" if low is not None and high is not None else \
+        (f"at least {shown(low)}" if low is not None else f"at most {shown(high)}")
+    raise gr.Error(f"{component.label.capitalize()} must be {takes}, not {shown(payload)}. Change it and try again.")
+
+
+class Number(gr.Number):
+    is_template = True  # drawn by Gradio's Number
+
+    def preprocess(self, payload):
+        _within_bounds(self, payload)
+        return super().preprocess(payload)
+
+
+class Slider(gr.Slider):
+    is_template = True  # drawn by Gradio's Slider
+
+    def preprocess(self, payload):
+        _within_bounds(self, payload)
+        return super().preprocess(payload)
+
+
 def label_of(cls, name: str) -> str:
     meta = field_info(cls, name).metadata
     label = meta["label"] or name.replace("_", " ")
@@ -38,7 +68,7 @@ def field_component(cls, name: str, value: Any = None, *, radio: bool = False, h
     if meta["choices"]:
         return (gr.Radio if radio else gr.Dropdown)(list(meta["choices"]), value=value, **common)
     if minimum is not None and maximum is not None:
-        return gr.Slider(minimum, maximum, value=value, step=step, **common)
+        return Slider(minimum, maximum, value=value, step=step, **common)
     if f.type.startswith("tuple"):  # a list of texts, typed as one, separated by "|"
         text = "|".join(value) if isinstance(value, (tuple, list)) else (value or "")
         return gr.Textbox(value=text, **{**common, "label": common["label"] + " (separate with |)"})
@@ -48,7 +78,7 @@ def field_component(cls, name: str, value: Any = None, *, radio: bool = False, h
     # config could name the field; the bounds let Gradio refuse what the config would refuse anyway.
     low, high = meta.get("bounds") or (None, None)
     number = {"minimum": 0 if meta["off"] is not None else low, "maximum": high}
-    return gr.Number(value=value, **number, **common)
+    return Number(value=value, **number, **common)
 
 
 def field_components(cls, names, values: dict[str, Any] | None = None, **overrides) -> dict[str, Any]:
