@@ -39,10 +39,16 @@ def _plain_log_labels(axis) -> None:
     axis.set_minor_formatter(plain)
 
 
-def loss_caption(val_loss: float | None, vocab_size: int | None, baselines: Baselines | None = None) -> str:
-    """One sentence on where the latest validation loss stands against the baselines (lowest first)."""
+def loss_caption(val_loss: float | None, vocab_size: int | None, baselines: Baselines | None = None, *,
+                 trained_since: bool = False) -> str:
+    """One sentence on where the latest validation loss stands against the baselines (lowest first).
+    `trained_since`: that loss is the untrained model's (step 0) and steps have been taken since, as
+    after a stop before the first evaluation; "not better than random" would then misread the run."""
     if val_loss is None or not math.isfinite(val_loss):
         return "No validation loss yet: the first evaluation places the model against the baselines."
+    if trained_since:
+        return ("Only the untrained model has been evaluated: the next evaluation places the trained one "
+                "against the baselines.")
     unit = baselines.unit if baselines else "token"
     if baselines is not None:
         if val_loss < baselines.bigram:
@@ -95,9 +101,11 @@ def loss_figure(events: Sequence[Event], vocab_size: int | None = None, *, log_s
         right.set_ylabel("bits per character")
         if log_scale:
             _plain_log_labels(right.yaxis)
-    _, val = _series(events, EvalEvent, "val_loss", x)
+    val_at, val = _series(events, EvalEvent, "val_loss", x)
+    trained_since = bool(val_at) and val_at[-1] == 0 and bool(sx) and sx[-1] > 0
+    caption = loss_caption(val[-1] if val else None, vocab_size, baselines, trained_since=trained_since)
     # A fixed y skips matplotlib's search for a title position, which measures every axis (a right one too).
-    ax.set_title(title or loss_caption(val[-1] if val else None, vocab_size, baselines), fontsize=10, y=1.0, pad=6)
+    ax.set_title(title or caption, fontsize=10, y=1.0, pad=6)
     ax.grid(alpha=0.3)
     if ax.has_data():
         ax.legend(loc="upper right", fontsize=8)

@@ -152,6 +152,19 @@ def test_the_loss_chart_draws_the_baselines_a_bits_axis_and_the_caption():
     assert not old.axes[0].child_axes and len(old.axes[0].get_legend_handles_labels()[1]) == 4
 
 
+def test_a_run_stopped_before_its_first_evaluation_is_not_called_worse_than_random():
+    untrained = EvalEvent(step=0, tokens_seen=0, elapsed=0.5, train_loss=4.3, val_loss=4.3, train_ppl=73.7,
+                          val_ppl=73.7, best_val_loss=4.3, is_best=True)
+    steps = [StepEvent(step=n, tokens_seen=10 * n, elapsed=0.5 + n, loss=4.3 - 0.2 * n, lr=1e-3, grad_norm=1.0,
+                       tokens_per_sec=100.0, eta=None) for n in range(1, 9)]
+    assert loss_figure([untrained, *steps], 65, baselines=B).axes[0].get_title() == (
+        "Only the untrained model has been evaluated: the next evaluation places the trained one against the "
+        "baselines.")
+    # Before the first step, step 0's loss is the model's loss, and the caption says where it stands.
+    assert loss_figure([untrained], 65, baselines=B).axes[0].get_title().startswith("Not yet better than random")
+    assert loss_figure([untrained, *steps], 65, baselines=B, x="tokens").axes[0].get_title().startswith("Only the")
+
+
 def test_the_bits_axis_converts_with_the_runs_ratio():
     fig = loss_figure(EVENTS, 50257, baselines=Baselines(6.0, 5.0, 0.25, 50257))
     FigureCanvasAgg(fig).draw()  # the right axis takes its limits from the left one as it is drawn
