@@ -106,7 +106,7 @@ def test_tensorboard_writes_at_evaluations_and_the_end_not_at_steps(tmp_path, mo
         log.log(step(n))
     per_step = (time.perf_counter() - started) / (TensorBoardLog.MAX_PENDING - 1)
     assert flushes == [] and events.stat().st_size == header  # a step costs no encoding and no write
-    assert per_step < 1e-4, per_step  # a list append (a char-cpu step takes ~50 ms)
+    assert per_step < 1e-3, per_step  # a list append, not an encoding (a char-cpu step takes ~50 ms)
     log.log(evaluation(999))
     assert len(flushes) == 1 and len(board_scalars(tmp_path)["train/loss"]) == 999
     for n in range(1000, 1000 + TensorBoardLog.MAX_PENDING):  # a long stretch without evaluations
