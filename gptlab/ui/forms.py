@@ -26,17 +26,20 @@ def _within_bounds(component, payload) -> None:
     raise gr.Error(f"{component.label.capitalize()} must be {takes}, not {shown(payload)}. Change it and try again.")
 
 
-def _naming_bounds(component):
-    """The component, checking its bounds with _within_bounds before Gradio does. An instance
-    attribute, not a subclass: Gradio writes a .pyi stub beside any module that subclasses a component."""
-    gradio_preprocess = component.preprocess
+class Number(gr.Number):
+    is_template = True  # drawn by Gradio's Number
 
-    def preprocess(payload):
-        _within_bounds(component, payload)
-        return gradio_preprocess(payload)
+    def preprocess(self, payload):
+        _within_bounds(self, payload)
+        return super().preprocess(payload)
 
-    component.preprocess = preprocess
-    return component
+
+class Slider(gr.Slider):
+    is_template = True  # drawn by Gradio's Slider
+
+    def preprocess(self, payload):
+        _within_bounds(self, payload)
+        return super().preprocess(payload)
 
 
 def label_of(cls, name: str) -> str:
@@ -65,7 +68,7 @@ def field_component(cls, name: str, value: Any = None, *, radio: bool = False, h
     if meta["choices"]:
         return (gr.Radio if radio else gr.Dropdown)(list(meta["choices"]), value=value, **common)
     if minimum is not None and maximum is not None:
-        return _naming_bounds(gr.Slider(minimum, maximum, value=value, step=step, **common))
+        return Slider(minimum, maximum, value=value, step=step, **common)
     if f.type.startswith("tuple"):  # a list of texts, typed as one, separated by "|"
         text = "|".join(value) if isinstance(value, (tuple, list)) else (value or "")
         return gr.Textbox(value=text, **{**common, "label": common["label"] + " (separate with |)"})
@@ -75,7 +78,7 @@ def field_component(cls, name: str, value: Any = None, *, radio: bool = False, h
     # config could name the field; the bounds let Gradio refuse what the config would refuse anyway.
     low, high = meta.get("bounds") or (None, None)
     number = {"minimum": 0 if meta["off"] is not None else low, "maximum": high}
-    return _naming_bounds(gr.Number(value=value, **number, **common))
+    return Number(value=value, **number, **common)
 
 
 def field_components(cls, names, values: dict[str, Any] | None = None, **overrides) -> dict[str, Any]:
