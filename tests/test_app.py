@@ -590,3 +590,16 @@ def test_the_command_endpoint_gives_the_cli_command(server):
     command = client.predict(preset="tiny", tokenizer="char", **hyper(learning_rate=0.004), source=PASTE, files=None,
                              api_name="/command")
     assert command.startswith("python -m gptlab train --data pasted-text.txt --preset tiny") and "0.004" in command
+
+
+def test_the_named_bound_check_survives_gradio_rebuilding_a_component():
+    import gradio as gr
+    from gptlab.config import ModelConfig
+    from gptlab.ui.forms import field_component
+
+    box = field_component(ModelConfig, "block_size")
+    rebuilt = type(box)(**box.constructor_args)  # what an update from a handler does
+    assert rebuilt.get_block_name() == "number"  # drawn by Gradio's own Number
+    with pytest.raises(gr.Error, match="Block size must be between 1 and 65,536, not 0"):
+        rebuilt.preprocess(0)
+    assert rebuilt.preprocess(64) == 64

@@ -12,20 +12,24 @@ import gradio as gr
 
 from gptlab.config import field_info
 
+
+def _shown(value) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
 def _within_bounds(component, payload) -> None:
     """Gradio's own out-of-range message ("Value 0 is less than minimum value 1.") names no field,
     so on a form of twenty it leaves the user guessing; this one names the box and what it takes."""
     low, high = component.minimum, component.maximum
     if payload is None or (low is None or payload >= low) and (high is None or payload <= high):
         return
-    def shown(value) -> str:
-        return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
-
-    takes = f"between {shown(low)} and {shown(high)}" if low is not None and high is not None else \
-        (f"at least {shown(low)}" if low is not None else f"at most {shown(high)}")
-    raise gr.Error(f"{component.label.capitalize()} must be {takes}, not {shown(payload)}. Change it and try again.")
+    takes = f"between {_shown(low)} and {_shown(high)}" if low is not None and high is not None else \
+        (f"at least {_shown(low)}" if low is not None else f"at most {_shown(high)}")
+    raise gr.Error(f"{component.label.capitalize()} must be {takes}, not {_shown(payload)}. Change it and try again.")
 
 
+# Subclasses, not a wrapped instance method: the app's updates rebuild a component from its class
+# and constructor arguments, which would drop an instance's attribute.
 class Number(gr.Number):
     is_template = True  # drawn by Gradio's Number
 
