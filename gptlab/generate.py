@@ -13,7 +13,9 @@ Context: the model sees at most block_size tokens. Past that, the window slides:
 conditions on the last block_size tokens, as nanoGPT's generate does. GPT-2 has absolute
 position embeddings, so sliding the window moves every cached key to a new position; the cache
 is therefore rebuilt from the window at each step past block_size, which costs what the naive
-path costs. The cache pays off inside the block, where each step feeds the model one token.
+path costs. The cache pays off inside the block, where each step feeds the model one token; that
+one-token step goes through gptlab.decode_step, which computes the forward pass's numbers in fewer
+calls (a small model's decoding is bound by dispatch, not arithmetic).
 
 Memory: while a generation runs, the Linear weights are also held in oneDNN's blocked layout
 (gptlab.kernels.packed_weights), a second copy of them, which streams faster. It is freed when the
@@ -31,9 +33,10 @@ import torch
 import torch.nn.functional as F
 
 from gptlab.config import SampleConfig
+from gptlab.decode_step import DecodeStep
 from gptlab.kernels import pack, packed_weights
 from gptlab.model import GPT, KVCache
-from gptlab.sampling import greedy_next, process_logits, sample_next
+from gptlab.sampling import greedy_next, logits_processor, process_logits, sample_next
 
 _SHARED = threading.Lock()
 _COPIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (its weights' versions, bf16 copy)
@@ -192,10 +195,11 @@ class _Context:
     def __init__(self, model: GPT, batch_size: int, use_cache: bool):
         self.model = model
         self.block = model.config.block_size
-        self.cache = None
+        self.cache = self.step = None
         if use_cache:
             p = next(model.parameters())
             self.cache = KVCache(model.config, batch_size, device=p.device, dtype=p.dtype)
+            self.step = DecodeStep(model, self.cache)  # one new token at a time: the forward pass, cheaper
         self.seen = 0
 
     def next_logits(self, seq: torch.Tensor) -> torch.Tensor:
@@ -209,8 +213,10 @@ class _Context:
                 # The window slides, so every cached key would sit at the wrong absolute position.
                 self.cache.pos = 0
                 new = min(n, self.block)
-            logits, _ = self.model(seq[:, n - new:], cache=self.cache, last_only=True)
             self.seen = n
+            if new == 1:
+                return self.step(seq[:, n - 1])
+            logits, _ = self.model(seq[:, n - new:], cache=self.cache, last_only=True)
         return logits[:, -1].float()
 
     def reorder(self, index: torch.Tensor) -> None:
@@ -229,10 +235,11 @@ def _decode(model: GPT, ids: list[int], config: SampleConfig, eot: int | None,
         seq[0, :start] = torch.tensor(ids, dtype=torch.long)
         context = _Context(model, 1, use_cache)
         stop_id = eot if config.stop_at_eot else None
+        process, sampling = logits_processor(config), config.strategy == "sample"
         for n in range(start, start + config.max_new_tokens):
-            logits = context.next_logits(seq[:, :n])
-            scores = process_logits(logits, seq[:, :n], config)
-            token = sample_next(scores, generator) if config.strategy == "sample" else greedy_next(scores)
+            so_far = seq[:, :n]
+            scores = process(context.next_logits(so_far), so_far)
+            token = sample_next(scores, generator) if sampling else greedy_next(scores)
             token_id = int(token.item())
             if token_id == stop_id:
                 return

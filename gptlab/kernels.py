@@ -23,6 +23,7 @@ import ctypes
 import functools
 import os
 import sys
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -104,6 +105,24 @@ class Linear(nn.Linear):
         if self.packed_weight is not None and not torch.is_grad_enabled() and use_onednn(x, self.weight, PACKABLE):
             return _matmul_t(x, self.packed_weight, self.bias)
         return linear(x, self.weight, self.bias)
+
+
+def inference_linear(layer: Linear) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What `layer(x)` computes without autograd for x (N, in_features) of the layer's own dtype and
+    device, with Linear.forward's choice of kernel made once: a decoding step calls each layer once
+    per token, and choosing cost about as much as a small layer's matmul. Off oneDNN it is the
+    addmm (or mm) that F.linear itself runs for a 2-D input, without F.linear's dispatch and
+    transpose in front of it. Holds the packed weight the layer has now, so build it inside
+    `packed_weights`, and again once the weights change."""
+    weight, bias, packed = layer.weight, layer.bias, layer.packed_weight
+    probe = weight.new_empty(1, layer.in_features)
+    if packed is not None and use_onednn(probe, weight, PACKABLE):
+        return functools.partial(_matmul_t, b=packed, bias=bias)
+    if use_onednn(probe, weight):
+        return functools.partial(_matmul_t, b=weight, bias=bias)
+    if bias is None:
+        return functools.partial(torch.mm, mat2=weight.t())
+    return functools.partial(torch.addmm, bias, mat2=weight.t())
 
 
 def pack(module: nn.Module) -> list[Linear]:

@@ -129,10 +129,20 @@ def process_logits(logits: torch.Tensor, ids: torch.Tensor, config: SampleConfig
     The warpers (temperature, top-k, top-p, min-p) only shape a distribution to sample from, so
     they run only when `warp` is true, which defaults to config.strategy == 'sample'.
     """
-    logits = logits.float()
-    for _, step in processors(config, warp=warp):
-        logits = step(logits, ids)
-    return logits
+    return logits_processor(config, warp=warp)(logits, ids)
+
+
+def logits_processor(config: SampleConfig, *, warp: bool | None = None) -> Processor:
+    """process_logits for this config as one function of (logits, ids), the chain built once: a
+    decoding loop calls it on every token."""
+    chain = [step for _, step in processors(config, warp=warp)]
+
+    def process(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        for step in chain:
+            logits = step(logits, ids)
+        return logits
+    return process
 
 
 def sample_next(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
