@@ -4,7 +4,7 @@ decoding, batch 1, random weights, eos turned off so every run produces exactly 
 llama.cpp runs the f32 file (the same numbers as ours) and the f16 and q8_0 files a user would
 download; it is skipped when gguf or llama_cpp is not installed.
 
-    python bench/generate.py            # GPT-2 small shape (124M) and a tiny model, 200 new tokens
+    python bench/generate.py            # GPT-2 small shape (124M) and tiny models, 200 new tokens
     python bench/generate.py --quick    # a smoke run in seconds
     python bench/generate.py --sizes tiny --tokens 500 --repeats 5
 
@@ -41,17 +41,26 @@ from gptlab.model import GPT  # noqa: E402
 SIZES = {
     "124m": ModelConfig(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
     "tiny": ModelConfig(vocab_size=65, block_size=512, n_layer=4, n_head=4, n_embd=128),
+    # The app's default architecture at the same size, against transformers' NanoChatForCausalLM.
+    "tiny-nanochat": ModelConfig(vocab_size=65, block_size=512, n_layer=4, n_head=4, n_embd=128,
+                                 architecture="nanochat"),
 }
 
 
 def build(config: ModelConfig, seed: int):
-    """A random transformers GPT-2 and our copy of it."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    """A random transformers GPT-2 (or NanoChat) and our copy of it."""
+    from transformers import GPT2Config, GPT2LMHeadModel, NanoChatConfig, NanoChatForCausalLM
 
     torch.manual_seed(seed)
-    hf = GPT2LMHeadModel(GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size,
-                                    n_embd=config.n_embd, n_layer=config.n_layer, n_head=config.n_head,
-                                    bos_token_id=0, eos_token_id=None, pad_token_id=0)).eval()
+    if config.architecture == "nanochat":
+        hf = NanoChatForCausalLM(NanoChatConfig(
+            vocab_size=config.vocab_size, max_position_embeddings=config.block_size, hidden_size=config.n_embd,
+            intermediate_size=4 * config.n_embd, num_hidden_layers=config.n_layer,
+            num_attention_heads=config.n_head, bos_token_id=0, eos_token_id=None, pad_token_id=0)).eval()
+    else:
+        hf = GPT2LMHeadModel(GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size,
+                                        n_embd=config.n_embd, n_layer=config.n_layer, n_head=config.n_head,
+                                        bos_token_id=0, eos_token_id=None, pad_token_id=0)).eval()
     ours = GPT(config)
     ours.load_state_dict(from_hf_state_dict(hf.state_dict()))
     return hf, ours.eval()
@@ -70,7 +79,9 @@ def last_position_logits(model: GPT):
 
 def llama_cpp_runs(config: ModelConfig, ours: GPT, prompt: torch.Tensor, tokens: int, folder: Path) -> dict:
     """Greedy generation in llama.cpp from our model exported as GGUF, one run per weight type; {}
-    when gguf or llama-cpp-python is missing."""
+    when gguf or llama-cpp-python is missing, or for nanochat, which llama.cpp has no architecture for."""
+    if config.architecture == "nanochat":
+        return {}
     try:
         import gguf  # noqa: F401
         import llama_cpp
@@ -116,7 +127,8 @@ def copy_bandwidth(mib: int = 512, repeats: int = 5) -> float:
 def weight_bytes_per_token(config: ModelConfig, label: str) -> float:
     """Bytes of weights one decoding step reads, by the path's number format (see the docstring)."""
     per_weight = 2.0 if "f16" in label else 34 / 32 if "q8_0" in label else 4.0
-    return per_weight * (config.num_params() - config.block_size * config.n_embd)
+    position_table = 0 if config.architecture == "nanochat" else config.block_size * config.n_embd
+    return per_weight * (config.num_params() - position_table)
 
 
 def timed(fn) -> tuple[float, list[int]]:
@@ -186,7 +198,7 @@ def bench_size(name: str, config: ModelConfig, args) -> list[tuple[str, str, flo
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=["124m", "tiny"])
+    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=sorted(SIZES))
     parser.add_argument("--tokens", type=int, default=200, help="new tokens per run (default 200)")
     parser.add_argument("--prompt", type=int, default=16, help="prompt length in tokens (default 16)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per path; the best is reported (default 3)")
@@ -208,7 +220,7 @@ def main(argv=None) -> None:
     print(f"\nGreedy generation, CPU ({torch.get_num_threads()} threads), batch 1, prompt {args.prompt}, "
           f"{args.tokens} new tokens, best of {args.repeats} (naive paths: 1 run), torch {torch.__version__}")
     print(f"memory bandwidth (torch copy, read + write): {bandwidth / 1e9:.1f} GB/s")
-    header = (f"| {'model':<5} | {'path':<48} | {'tokens/s':>9} | {'vs transformers':>15} | "
+    header = (f"| {'model':<13} | {'path':<48} | {'tokens/s':>9} | {'vs transformers':>15} | "
               f"{'vs ours, no cache':>17} | {'bound tok/s':>11} | {'of bound':>8} |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
@@ -216,7 +228,7 @@ def main(argv=None) -> None:
         ref = next(r for n, lab, r, _ in rows if n == name and lab == "transformers generate")
         naive = next(r for n, lab, r, _ in rows if n == name and lab == "ours, no cache")
         bound = bandwidth / weight_bytes
-        print(f"| {name:<5} | {label:<48} | {rate:>9.1f} | {rate / ref:>14.2f}x | {rate / naive:>16.2f}x | "
+        print(f"| {name:<13} | {label:<48} | {rate:>9.1f} | {rate / ref:>14.2f}x | {rate / naive:>16.2f}x | "
               f"{bound:>11.0f} | {rate / bound:>8.2f} |")
 
 
