@@ -5,8 +5,10 @@ PyTorch hands float32 CPU matmuls to MKL, and MKL runs its AVX2 code on processo
 Intel's. oneDNN picks its kernels by instruction set alone: on an AVX-512 AMD EPYC it measured about
 2x MKL for every matmul of a training step (forward, input gradient, weight gradient) and for the
 matrix-vector products of generation. The arithmetic stays float32. On an AVX2 EPYC, where MKL's
-AVX2 code is the CPU's best, oneDNN trained no faster and made a small model's generation take
-twice as long, so it is used only where the CPU has AVX-512.
+AVX2 code is the CPU's best, oneDNN trained no faster and costs a fixed ~20 us a call, which made a
+small model's generation take twice as long, so there it is used for one case alone: a few rows
+times a weight too large for the caches (decoding a GPT-2-sized model), where it streams the
+weight from memory about twice as fast as MKL.
 
 The fast path is taken only where it applies: an AVX-512 CPU, float32, no autocast, not under
 torch.compile (which picks its own kernels). Everything else goes to F.linear. Set GPTLAB_ONEDNN=0
@@ -30,8 +32,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-ONEDNN_LINEAR = (ONEDNN_AVAILABLE and os.environ.get("GPTLAB_ONEDNN", "1") != "0"
-                 and torch.backends.cpu.get_cpu_capability() == "AVX512")
+_ONEDNN_ALLOWED = ONEDNN_AVAILABLE and os.environ.get("GPTLAB_ONEDNN", "1") != "0"
+ONEDNN_LINEAR = _ONEDNN_ALLOWED and torch.backends.cpu.get_cpu_capability() == "AVX512"
+# On AVX2: a float32 weight of at least STREAM_BYTES times at most STREAM_ROWS rows, without autograd.
+ONEDNN_STREAMING = _ONEDNN_ALLOWED and torch.backends.cpu.get_cpu_capability() == "AVX2"
+STREAM_BYTES, STREAM_ROWS = 2 * 2**20, 4
 
 
 def _matmul_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -81,8 +86,11 @@ PACKABLE = (torch.float32, torch.bfloat16) if native_bf16() else (torch.float32,
 def use_onednn(x: torch.Tensor, weight: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> bool:
     """Whether oneDNN computes x @ weight.T here; `dtypes` are the weight types the caller can give it
     (training: float32 alone; a packed copy for inference: PACKABLE)."""
-    return (ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == weight.dtype and weight.dtype in dtypes
-            and x.numel() > 0 and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
+    if not (x.device.type == "cpu" and x.dtype == weight.dtype and weight.dtype in dtypes and x.numel() > 0
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()):
+        return False
+    return ONEDNN_LINEAR or (ONEDNN_STREAMING and weight.dtype == torch.float32 and not torch.is_grad_enabled()
+                             and weight.nbytes >= STREAM_BYTES and x.numel() <= STREAM_ROWS * x.size(-1))
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -115,11 +123,12 @@ def inference_linear(layer: Linear) -> Callable[[torch.Tensor], torch.Tensor]:
     transpose in front of it. Holds the packed weight the layer has now, so build it inside
     `packed_weights`, and again once the weights change."""
     weight, bias, packed = layer.weight, layer.bias, layer.packed_weight
-    probe = weight.new_empty(1, layer.in_features)
-    if packed is not None and use_onednn(probe, weight, PACKABLE):
-        return functools.partial(_matmul_t, b=packed, bias=bias)
-    if use_onednn(probe, weight):
-        return functools.partial(_matmul_t, b=weight, bias=bias)
+    probe = weight.new_empty(1, layer.in_features)  # a decoding step's one row per sequence
+    with torch.no_grad():
+        if packed is not None and use_onednn(probe, weight, PACKABLE):
+            return functools.partial(_matmul_t, b=packed, bias=bias)
+        if use_onednn(probe, weight):
+            return functools.partial(_matmul_t, b=weight, bias=bias)
     if bias is None:
         return functools.partial(torch.mm, mat2=weight.t())
     return functools.partial(torch.addmm, bias, mat2=weight.t())

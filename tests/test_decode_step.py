@@ -5,6 +5,7 @@ for one sequence and for a batch (beam search), in float32 and from the bf16 cop
 import pytest
 import torch
 
+from gptlab import kernels
 from gptlab.config import ModelConfig
 from gptlab.decode_step import DecodeStep
 from gptlab.generate import generation_copy
@@ -62,6 +63,18 @@ def test_the_step_equals_the_forward_pass_on_the_bf16_copy_with_packed_weights(a
         for expected, got, *_ in steps_both_ways(copy, 2, prompt_len=3, steps=6):
             assert got.dtype == torch.float32
             assert torch.equal(got, expected)
+
+
+@pytest.mark.skipif(not kernels.ONEDNN_AVAILABLE, reason="this PyTorch build has no oneDNN")
+def test_the_step_takes_the_forward_passs_kernel_for_a_weight_too_large_for_the_caches(monkeypatch):
+    monkeypatch.setattr(kernels, "ONEDNN_LINEAR", False)  # an AVX2 CPU: oneDNN for large weights alone
+    monkeypatch.setattr(kernels, "ONEDNN_STREAMING", True)
+    torch.manual_seed(0)
+    m = GPT(ModelConfig(vocab_size=50, block_size=8, n_layer=1, n_head=4, n_embd=384)).eval()
+    assert m.transformer.h[0].mlp.c_fc.weight.nbytes >= kernels.STREAM_BYTES
+    assert m.transformer.h[0].attn.c_proj.weight.nbytes < kernels.STREAM_BYTES
+    for expected, got, *_ in steps_both_ways(m, 1, prompt_len=2, steps=4):
+        assert torch.equal(got, expected)
 
 
 def test_the_step_refuses_to_run_past_the_context_and_leaves_the_cache_alone():

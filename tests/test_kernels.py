@@ -67,6 +67,22 @@ def test_switch_off(monkeypatch):
     assert not kernels.use_onednn(torch.randn(2, 3), torch.randn(4, 3))
 
 
+def test_without_avx512_onednn_takes_only_a_few_rows_times_a_large_weight_outside_autograd(monkeypatch):
+    monkeypatch.setattr(kernels, "ONEDNN_LINEAR", False)
+    monkeypatch.setattr(kernels, "ONEDNN_STREAMING", True)
+    g = torch.Generator().manual_seed(0)
+    large = torch.randn(kernels.STREAM_BYTES // 4 // 256, 256, generator=g)  # STREAM_BYTES of float32
+    small = large[:-1]
+    rows = torch.randn(kernels.STREAM_ROWS, 256, generator=g)
+    with torch.no_grad():
+        assert kernels.use_onednn(rows, large) and kernels.use_onednn(rows[:1], large)
+        torch.testing.assert_close(kernels.linear(rows, large), F.linear(rows, large), rtol=1e-5, atol=1e-4)
+        assert not kernels.use_onednn(torch.randn(kernels.STREAM_ROWS + 1, 256), large)  # a batch: MKL
+        assert not kernels.use_onednn(rows, small)
+        assert not kernels.use_onednn(rows.bfloat16(), large.bfloat16(), (torch.float32, torch.bfloat16))
+    assert not kernels.use_onednn(rows, large)  # autograd may be recording: training stays on MKL
+
+
 def test_model_trains_the_same_with_and_without_onednn(monkeypatch):
     """A few optimiser steps of the whole model: the kernel swap must not change what is learned."""
     config = ModelConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16, activation="gelu")
