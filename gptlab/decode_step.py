@@ -1,8 +1,7 @@
 """One decoding step, one new token per sequence, in as few PyTorch calls as the model allows.
 
-A small model's generation is bound by dispatch, not by arithmetic: at 4 layers of width 128 each
-token costs about a hundred ATen calls and fifty nn.Module calls, microseconds each, around
-matmuls that take less. This step computes what `GPT.forward(idx, cache=cache, last_only=True)`
+A small model's generation is bound by dispatch, not by arithmetic: each token costs many ATen and
+nn.Module calls, microseconds each, around matmuls that take less. This step computes what `GPT.forward(idx, cache=cache, last_only=True)`
 computes for one new token, with the same kernels in the same order, but resolves once what the
 forward pass decides on every call: each Linear's kernel, the modules' attributes, the cache's
 per-layer views. The forward pass stays the reference; the tests hold this step to it.
@@ -67,7 +66,7 @@ class DecodeStep:
         x = torch.embedding(self.wte, idx)  # (B, C)
         if self.nanochat:
             x = self.ln_f(x)
-            cos, sin = self.model._rotary_table(x.device)
+            cos, sin = self.model.rotary_table(x.device)
             cos, sin = cos[pos:pos + 1], sin[pos:pos + 1]  # (1, hs)
         else:
             x = x + self.wpe[pos]

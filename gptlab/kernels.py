@@ -5,12 +5,12 @@ PyTorch hands float32 CPU matmuls to MKL, and MKL runs its AVX2 code on processo
 Intel's. oneDNN picks its kernels by instruction set alone: on an AVX-512 AMD EPYC it measured about
 2x MKL for every matmul of a training step (forward, input gradient, weight gradient) and for the
 matrix-vector products of generation. The arithmetic stays float32. On an AVX2 EPYC, where MKL's
-AVX2 code is the CPU's best, oneDNN trained no faster and costs a fixed ~20 us a call, which made a
-small model's generation take twice as long, so there it is used for one case alone: a few rows
+AVX2 code is the CPU's best, oneDNN trained no faster, and its fixed cost per call made a small
+model's generation take twice as long, so there it is used for one case alone: a few rows
 times a weight too large for the caches (decoding a GPT-2-sized model), where it streams the
 weight from memory about twice as fast as MKL.
 
-The fast path is taken only where it applies: an AVX-512 CPU, float32, no autocast, not under
+The fast path is taken only where it applies: an AVX-512 CPU (or the AVX2 case above), float32, no autocast, not under
 torch.compile (which picks its own kernels). Everything else goes to F.linear. Set GPTLAB_ONEDNN=0
 to turn it off.
 

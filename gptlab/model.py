@@ -235,11 +235,11 @@ class GPT(nn.Module):
         generation step."""
         end = past + idx.size(1)
         if self.nanochat:
-            cos, sin = self._rotary_table(idx.device)
+            cos, sin = self.rotary_table(idx.device)
             return self.transformer.drop(self.transformer.ln_f(self.transformer.wte(idx))), (cos[past:end], sin[past:end])
         return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe.weight[past:end]), None
 
-    def _rotary_table(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def rotary_table(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         # Not a buffer, so the state dict stays transformers' and a copy built on the meta device makes its own.
         # Made outside inference mode: an inference tensor could not be saved for a later training step's backward.
         if self._rotary is None or self._rotary[0].device != device:
