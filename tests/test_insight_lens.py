@@ -123,6 +123,17 @@ def test_the_lens_of_a_middle_layer_is_ln_f_and_the_head_after_that_block(model)
     torch.testing.assert_close(lens[0], expected_0, atol=1e-5, rtol=1e-5)
 
 
+def test_the_untrained_embeddings_row_echoes_the_input_only_where_the_head_is_tied():
+    """What the Sample tab's lens panel tells the user: GPT-2 ties its head to the embeddings, nanochat does not."""
+    firsts = {}
+    for architecture in ("gpt2", "nanochat"):
+        torch.manual_seed(0)
+        untrained = GPT(CONFIG.replace(architecture=architecture)).eval()
+        firsts[architecture] = lens_logits(untrained, IDS)[0].argmax(-1).tolist()
+    assert firsts["gpt2"] == IDS
+    assert sum(a == b for a, b in zip(firsts["nanochat"], IDS)) <= 2
+
+
 def test_logit_lens_tables_the_top_tokens_per_layer_and_position(model):
     table = logit_lens(model, IDS, top=3, max_positions=5)
     probs = lens_logits(model, IDS).softmax(-1)

@@ -103,8 +103,9 @@ def _attention_panel(lab: Lab, session: Session, tab: SampleTab) -> None:
 
 def _lens_panel(lab: Lab, session: Session, tab: SampleTab) -> None:
     gr.Markdown("### Logit lens: what each layer would predict next, read through the final norm and head\n"
-                "The embeddings row reads the tokens before any block; untrained, it echoes each input token, "
-                "since the output head shares its weights with the embeddings.")
+                "The embeddings row reads the tokens before any block. In an untrained GPT-2 model it echoes each "
+                "input token, since the output head shares its weights with the embeddings; a nanochat model's "
+                "head is its own, so its untrained row is noise.")
     button = gr.Button("Logit lens", elem_id="lens-button")
     note = gr.Markdown(elem_id="lens-note")
     with gr.Row():
