@@ -134,6 +134,8 @@ def run_status_markdown(info, events: Sequence[Event]) -> str:
         unit, ratio = loss_scale(info)
         bpc = (f" · {bits_per_character(last_eval.val_loss, ratio):.3f} bits per character"
                if ratio is not None and math.isfinite(last_eval.val_loss) else "")
+        if last_eval.step < step:  # a run stopped between evaluations: the losses are older than the weights
+            lines.append(f"at the last evaluation, step {last_eval.step:,} ({step - last_eval.step:,} steps ago):")
         lines.append(f"train loss {last_eval.train_loss:.4f} ({perplexity_sentence(last_eval.train_loss, unit)})")
         lines.append(f"validation loss {last_eval.val_loss:.4f} ({perplexity_sentence(last_eval.val_loss, unit)})"
                      f"{bpc} · best {last_eval.best_val_loss:.4f}")

@@ -139,6 +139,18 @@ def test_the_status_gives_perplexity_next_to_both_losses_and_bits_per_character(
     assert "bits per character" not in run_status_markdown(info({"tokenizer": "gpt2"}), EVENTS)
 
 
+def test_the_status_says_when_the_losses_are_older_than_the_last_step():
+    stopped = SimpleNamespace(name="run", status="stopped", reason="stopped by request", step=108,
+                              train={"max_steps": 3000}, model={}, data={"tokenizer": "char"})
+    at_init = EvalEvent(step=0, tokens_seen=0, elapsed=0.5, train_loss=4.34, val_loss=4.34, train_ppl=76.7,
+                        val_ppl=76.7, best_val_loss=4.34, is_best=True)
+    step = StepEvent(step=108, tokens_seen=221_184, elapsed=23.0, loss=2.6, lr=6e-3, grad_norm=1.0,
+                     tokens_per_sec=9_600.0, eta=None)
+    status = run_status_markdown(stopped, [at_init, step])
+    assert "at the last evaluation, step 0 (108 steps ago):  \ntrain loss 4.3400" in status
+    assert "steps ago" not in run_status_markdown(info({"tokenizer": "char"}), EVENTS)  # evaluated at step 10
+
+
 def test_the_loss_chart_draws_the_baselines_a_bits_axis_and_the_caption():
     fig = loss_figure(EVENTS, 65, baselines=B)
     ax = fig.axes[0]
