@@ -252,7 +252,11 @@ def test_every_insight_panel_and_a_sweep_on_the_run(page, tmp_path):
     # Experiments: a 2-value sweep of the Train tab's settings, then the history and the overlay.
     page.get_by_role("tab", name="Experiments").click()
     page.get_by_text("Your own sweep, seeds and the scaling lab", exact=True).click()
-    page.locator("#sweep-values textarea").fill("1e-3, 1e-2")
+    values = page.locator("#sweep-values textarea")
+    expect(values).to_have_value("1e-3, 3e-3, 1e-2")  # mounted with its default: a fill before would be overwritten
+    values.fill("1e-3, 1e-2")
+    values.press("Tab")
+    expect(values).to_have_value("1e-3, 1e-2")
     page.get_by_label("steps per run", exact=True).check()
     budget = page.get_by_label("seconds or steps", exact=True)
     budget.fill("20")
