@@ -1,10 +1,10 @@
 """One decoding step, one new token per sequence, in as few PyTorch calls as the model allows.
 
 A small model's generation is bound by dispatch, not by arithmetic: each token costs many ATen and
-nn.Module calls, microseconds each, around matmuls that take less. This step computes what `GPT.forward(idx, cache=cache, last_only=True)`
-computes for one new token, with the same kernels in the same order, but resolves once what the
-forward pass decides on every call: each Linear's kernel, the modules' attributes, the cache's
-per-layer views. The forward pass stays the reference; the tests hold this step to it.
+nn.Module calls, microseconds each, around matmuls that take less. This step computes what
+`GPT.forward(idx, cache=cache, last_only=True)` computes for one new token, with the same kernels in
+the same order, but resolves once what the forward pass decides on every call: each Linear's
+kernel, the modules' attributes, the cache's per-layer views. The forward pass stays the reference; the tests hold this step to it.
 
 Inference only: no dropout, no autograd, no attention weights.
 """
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from gptlab.fused import relu_squared, rms_norm
 from gptlab.kernels import inference_linear
-from gptlab.model import GPT, RMS_EPS, SOFTCAP, KVCache, apply_rotary
+from gptlab.model import GPT, RMS_EPS, KVCache, apply_rotary, soft_cap
 
 
 def _norm(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -48,7 +48,6 @@ class DecodeStep:
         config = model.config
         self.model, self.cache = model, cache
         self.nanochat = model.nanochat
-        self.block_size = config.block_size
         self.n_head, self.head_size, self.width = config.n_head, config.head_size, config.n_embd
         t = model.transformer
         self.wte = t.wte.weight
@@ -59,9 +58,7 @@ class DecodeStep:
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
         cache, pos = self.cache, self.cache.pos
-        if pos + 1 > self.block_size:
-            raise ValueError(f"Sequence of {pos + 1} tokens is longer than the context length "
-                             f"{self.block_size}; crop it to the last {self.block_size} tokens.")
+        self.model.check_length(pos + 1)
         B, nh, hs, C = idx.size(0), self.n_head, self.head_size, self.width
         x = torch.embedding(self.wte, idx)  # (B, C)
         if self.nanochat:
@@ -89,5 +86,5 @@ class DecodeStep:
         cache.advance(1)
         logits = self.lm_head(self.ln_f(x))
         if self.nanochat:
-            logits = SOFTCAP * torch.tanh(logits / SOFTCAP)
+            logits = soft_cap(logits)
         return logits.float()

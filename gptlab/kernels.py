@@ -10,9 +10,9 @@ model's generation take twice as long, so there it is used for one case alone: a
 times a weight too large for the caches (decoding a GPT-2-sized model), where it streams the
 weight from memory about twice as fast as MKL.
 
-The fast path is taken only where it applies: an AVX-512 CPU (or the AVX2 case above), float32, no autocast, not under
-torch.compile (which picks its own kernels). Everything else goes to F.linear. Set GPTLAB_ONEDNN=0
-to turn it off.
+The fast path is taken only where it applies: an AVX-512 CPU (or the AVX2 case above), float32, no
+autocast, not under torch.compile (which picks its own kernels). Everything else goes to F.linear.
+Set GPTLAB_ONEDNN=0 to turn it off.
 
 For inference, `packed_weights` also lends each layer a copy of its weight in oneDNN's own layout.
 `keep_freed_memory` is the allocator setting (see its docstring).

@@ -49,6 +49,11 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos + torch.cat((x2, -x1), dim=-1) * sin  # nanochat rotates the other way from Llama
 
 
+def soft_cap(logits: torch.Tensor) -> torch.Tensor:
+    """nanochat's tanh soft-cap: logits squashed smoothly into (-SOFTCAP, SOFTCAP)."""
+    return SOFTCAP * torch.tanh(logits / SOFTCAP)
+
+
 class KVCache:
     """Keys and values of the positions seen so far, preallocated to max_len positions.
 
@@ -250,7 +255,13 @@ class GPT(nn.Module):
     def head(self, x):
         """Logits from the last residual stream: ln_f, lm_head and (nanochat) the soft-cap."""
         logits = self.lm_head(self.transformer.ln_f(x))
-        return SOFTCAP * torch.tanh(logits / SOFTCAP) if self.nanochat else logits
+        return soft_cap(logits) if self.nanochat else logits
+
+    def check_length(self, length: int) -> None:
+        """Refuse a sequence longer than the context, saying how to fix it."""
+        if length > self.config.block_size:
+            raise ValueError(f"Sequence of {length} tokens is longer than the context length "
+                             f"{self.config.block_size}; crop it to the last {self.config.block_size} tokens.")
 
     def forward(self, idx, targets=None, *, cache: KVCache | None = None, return_attention: bool = False,
                 last_only: bool = False):
@@ -259,9 +270,7 @@ class GPT(nn.Module):
         logits of the last position alone (B, 1, vocab): all that generation needs."""
         B, T = idx.size()
         past = cache.pos if cache is not None else 0
-        if past + T > self.config.block_size:
-            raise ValueError(f"Sequence of {past + T} tokens is longer than the context length "
-                             f"{self.config.block_size}; crop it to the last {self.config.block_size} tokens.")
+        self.check_length(past + T)
         x, rope = self.embed(idx, past)  # (B, T, C)
         attentions = []
         for i, block in enumerate(self.transformer.h):
