@@ -30,17 +30,20 @@ def _norm(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return functools.partial(rms_norm, eps=RMS_EPS)
 
 
-def _layer(block: nn.Module, nanochat: bool) -> tuple[Callable[[torch.Tensor], torch.Tensor], ...]:
-    """(ln_1, c_attn, attn.c_proj, ln_2, c_fc, activation, mlp.c_proj): one block's calls, made once."""
+def _layer(block: nn.Module, nanochat: bool, rows: int) -> tuple[Callable[[torch.Tensor], torch.Tensor], ...]:
+    """(ln_1, c_attn, attn.c_proj, ln_2, c_fc, activation, mlp.c_proj): one block's calls for `rows`
+    sequences, made once."""
     activation = relu_squared if nanochat else functools.partial(F.gelu, approximate=block.mlp.gelu.approximate)
-    return (_norm(block.ln_1), inference_linear(block.attn.c_attn), inference_linear(block.attn.c_proj),
-            _norm(block.ln_2), inference_linear(block.mlp.c_fc), activation, inference_linear(block.mlp.c_proj))
+    attn, mlp = block.attn, block.mlp
+    return (_norm(block.ln_1), inference_linear(attn.c_attn, rows), inference_linear(attn.c_proj, rows),
+            _norm(block.ln_2), inference_linear(mlp.c_fc, rows), activation, inference_linear(mlp.c_proj, rows))
 
 
 class DecodeStep:
     """step(idx) -> float logits (B, V) of the next token, for idx (B,) the newest token of each
     sequence, whose earlier tokens `cache` holds. Advances the cache by one position, as the forward
-    pass does."""
+    pass does. The kernels depend on the number of rows, so they are chosen once per batch size
+    (beam search grows its batch once, from the prompt to the beams)."""
 
     def __init__(self, model: GPT, cache: KVCache):
         if model.training:
@@ -52,14 +55,21 @@ class DecodeStep:
         t = model.transformer
         self.wte = t.wte.weight
         self.wpe = None if self.nanochat else t.wpe.weight
-        self.layers = [_layer(block, self.nanochat) for block in t.h]
         self.ln_f = _norm(t.ln_f)
-        self.lm_head = inference_linear(model.lm_head)
+        self._calls: dict[int, tuple[list, Callable]] = {}  # batch size -> (the layers' calls, lm_head)
+
+    def _calls_for(self, rows: int) -> tuple[list, Callable]:
+        if rows not in self._calls:
+            blocks = self.model.transformer.h
+            self._calls[rows] = ([_layer(block, self.nanochat, rows) for block in blocks],
+                                 inference_linear(self.model.lm_head, rows))
+        return self._calls[rows]
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
         cache, pos = self.cache, self.cache.pos
         self.model.check_length(pos + 1)
         B, nh, hs, C = idx.size(0), self.n_head, self.head_size, self.width
+        layers, lm_head = self._calls_for(B)
         x = torch.embedding(self.wte, idx)  # (B, C)
         if self.nanochat:
             x = self.ln_f(x)
@@ -71,7 +81,7 @@ class DecodeStep:
         new_k, new_v = cache.k.narrow(3, pos, 1).unbind(0), cache.v.narrow(3, pos, 1).unbind(0)  # (B, nh, 1, hs)
         keys, values = cache.k.narrow(3, 0, pos + 1).unbind(0), cache.v.narrow(3, 0, pos + 1).unbind(0)
         for (ln_1, c_attn, attn_proj, ln_2, c_fc, activation, mlp_proj), slot_k, slot_v, k_all, v_all in zip(
-                self.layers, new_k, new_v, keys, values):
+                layers, new_k, new_v, keys, values):
             qkv = c_attn(ln_1(x)).view(B, 3, nh, 1, hs)
             if self.nanochat:  # rotate, then normalise, q and k together, as the forward pass does
                 q, k = rms_norm(apply_rotary(qkv[:, :2], cos, sin), RMS_EPS).unbind(1)
@@ -80,11 +90,11 @@ class DecodeStep:
                 q, k, v = qkv.unbind(1)  # (B, nh, 1, hs)
             slot_k.copy_(k)
             slot_v.copy_(v)
-            y = F.scaled_dot_product_attention(q, k_all, v_all)  # (B, nh, 1, hs)
-            x = x + attn_proj(y.view(B, C))
+            y = F.scaled_dot_product_attention(q.to(k_all.dtype), k_all, v_all)  # (B, nh, 1, hs), the cache's dtype
+            x = x + attn_proj(y.to(x.dtype).view(B, C))
             x = x + mlp_proj(activation(c_fc(ln_2(x))))
         cache.advance(1)
-        logits = self.lm_head(self.ln_f(x))
+        logits = lm_head(self.ln_f(x))
         if self.nanochat:
             logits = soft_cap(logits)
         return logits.float()

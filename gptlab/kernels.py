@@ -15,6 +15,8 @@ autocast, not under torch.compile (which picks its own kernels). Everything else
 Set GPTLAB_ONEDNN=0 to turn it off.
 
 For inference, `packed_weights` also lends each layer a copy of its weight in oneDNN's own layout.
+Where bf16 is emulated (no native bf16, see `native_bf16`), a bf16 model's attention and its
+products of many rows run in float32 (`attention_dtype`, `upcast_bf16`).
 `keep_freed_memory` is the allocator setting (see its docstring).
 """
 
@@ -81,6 +83,33 @@ def native_bf16() -> bool:
 
 # The weight types oneDNN takes in its blocked layout; it refuses to pack bf16 without native bf16.
 PACKABLE = (torch.float32, torch.bfloat16) if native_bf16() else (torch.float32,)
+UPCAST_ROWS = 8  # see upcast_bf16
+
+
+def emulated_bf16(dtype: torch.dtype, device: torch.device | str) -> bool:
+    """Whether bfloat16 arithmetic of `dtype` on `device` is emulated: bf16 on a CPU without native bf16."""
+    return dtype == torch.bfloat16 and torch.device(device).type == "cpu" and not native_bf16()
+
+
+def attention_dtype(dtype: torch.dtype, device: torch.device | str) -> torch.dtype:
+    """The dtype a KV cache keeps a model's keys and values in, and attention over them computes in:
+    float32 where bf16 is emulated, whose attention took several times as long as float32's over a
+    few hundred cached positions (and grew with every token); the model's own dtype elsewhere."""
+    return torch.float32 if emulated_bf16(dtype, device) else dtype
+
+
+def upcast_bf16(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether x @ weight.T runs from float32 copies of a bf16 x and weight: where bf16 is emulated,
+    for more than UPCAST_ROWS rows, without autograd. The emulated product reads the whole weight
+    once per row; a float32 copy costs about two reads, and float32's matmul reuses it for every
+    row (a bf16 model's prompt). One row at a time (decoding) stays in bf16, at half the bytes."""
+    return (weight.dtype == x.dtype and emulated_bf16(x.dtype, x.device) and not torch.is_grad_enabled()
+            and x.numel() > UPCAST_ROWS * x.size(-1))
+
+
+def upcast_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear of bf16 tensors, computed in float32 and rounded back to bf16 (see upcast_bf16)."""
+    return linear(x.float(), weight.float(), None if bias is None else bias.float()).to(x.dtype)
 
 
 def use_onednn(x: torch.Tensor, weight: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> bool:
@@ -94,7 +123,10 @@ def use_onednn(x: torch.Tensor, weight: torch.Tensor, dtypes: tuple[torch.dtype,
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear, computed by oneDNN where that is faster (see the module docstring)."""
+    """F.linear, computed by oneDNN where that is faster (see the module docstring), or in float32
+    where bf16 is emulated and that is faster (upcast_bf16)."""
+    if upcast_bf16(x, weight):
+        return upcast_linear(x, weight, bias)
     if use_onednn(x, weight):
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
             return _OneDNNLinear.apply(x, weight, bias)
@@ -115,18 +147,20 @@ class Linear(nn.Linear):
         return linear(x, self.weight, self.bias)
 
 
-def inference_linear(layer: Linear) -> Callable[[torch.Tensor], torch.Tensor]:
-    """What `layer(x)` computes without autograd for x (N, in_features) of the layer's own dtype and
-    device, with Linear.forward's choice of kernel made once: a decoding step calls each layer once
-    per token, and choosing cost about as much as a small layer's matmul. Off oneDNN it is the
-    addmm (or mm) that F.linear itself runs for a 2-D input, without F.linear's dispatch and
-    transpose in front of it. Holds the packed weight the layer has now, so build it inside
-    `packed_weights`, and again once the weights change."""
+def inference_linear(layer: Linear, rows: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What `layer(x)` computes without autograd for x (rows, in_features) of the layer's own dtype
+    and device, with Linear.forward's choice of kernel made once: a decoding step calls each layer
+    once per token (rows: one per sequence), and choosing cost about as much as a small layer's
+    matmul. Off oneDNN it is the addmm (or mm) that F.linear itself runs for a 2-D input, without
+    F.linear's dispatch and transpose in front of it. Holds the packed weight the layer has now, so
+    build it inside `packed_weights`, and again once the weights change."""
     weight, bias, packed = layer.weight, layer.bias, layer.packed_weight
-    probe = weight.new_empty(1, layer.in_features)  # a decoding step's one row per sequence
+    probe = weight.new_empty(rows, layer.in_features)
     with torch.no_grad():
         if packed is not None and use_onednn(probe, weight, PACKABLE):
             return functools.partial(_matmul_t, b=packed, bias=bias)
+        if upcast_bf16(probe, weight):
+            return functools.partial(upcast_linear, weight=weight, bias=bias)
         if use_onednn(probe, weight):
             return functools.partial(_matmul_t, b=weight, bias=bias)
     if bias is None:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from gptlab.config import ModelConfig
 from gptlab.fused import relu_squared, rms_norm
-from gptlab.kernels import Linear
+from gptlab.kernels import Linear, attention_dtype
 
 RMS_EPS = 1e-6  # NanoChatConfig.rms_norm_eps
 ROPE_THETA = 10000.0  # NanoChatConfig's default rope_theta
@@ -58,13 +58,16 @@ class KVCache:
     """Keys and values of the positions seen so far, preallocated to max_len positions.
 
     Layers write their keys and values for the new positions; `pos` moves on once the whole
-    forward pass is done, so every layer sees the same offset.
+    forward pass is done, so every layer sees the same offset. `dtype` is the model's; the cache
+    holds its `attention_dtype` (float32 for a bf16 model where bf16 is emulated), and attention
+    over the cache computes in that dtype.
     """
 
     def __init__(self, config: ModelConfig, batch_size: int, max_len: int | None = None,
                  device=None, dtype=torch.float32):
         self.max_len = max_len or config.block_size
         shape = (config.n_layer, batch_size, config.n_head, self.max_len, config.head_size)
+        dtype = attention_dtype(dtype, device or torch.get_default_device())
         # Uninitialised: positions are written before they are read, and zeroing GPT-2's 75 MB cost 17 ms.
         self.k = torch.empty(shape, device=device, dtype=dtype)
         self.v = torch.empty(shape, device=device, dtype=dtype)
@@ -122,6 +125,7 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             past = cache.pos
             k, v = cache.append(layer, k, v)  # (B, nh, past + T, hs)
+            q = q.to(k.dtype)  # the cache's attention dtype (KVCache)
 
         mask = None
         if past and T > 1:
@@ -138,7 +142,7 @@ class CausalSelfAttention(nn.Module):
             att = None
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                                dropout_p=self.attn_dropout if self.training else 0.0)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
+        y = y.to(x.dtype).transpose(1, 2).contiguous().view(B, T, C)  # re-assemble the heads side by side
         return self.resid_dropout(self.c_proj(y)), att
 
 

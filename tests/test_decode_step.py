@@ -66,14 +66,15 @@ def test_the_step_equals_the_forward_pass_on_the_bf16_copy_with_packed_weights(a
 
 
 @pytest.mark.skipif(not kernels.ONEDNN_AVAILABLE, reason="this PyTorch build has no oneDNN")
-def test_the_step_takes_the_forward_passs_kernel_for_a_weight_too_large_for_the_caches(monkeypatch):
+@pytest.mark.parametrize("batch", [1, kernels.STREAM_ROWS + 1])  # oneDNN's rows, and MKL's
+def test_the_step_takes_the_forward_passs_kernel_for_a_weight_too_large_for_the_caches(monkeypatch, batch):
     monkeypatch.setattr(kernels, "ONEDNN_LINEAR", False)  # an AVX2 CPU: oneDNN for large weights alone
     monkeypatch.setattr(kernels, "ONEDNN_STREAMING", True)
     torch.manual_seed(0)
     m = GPT(ModelConfig(vocab_size=50, block_size=8, n_layer=1, n_head=4, n_embd=384)).eval()
     assert m.transformer.h[0].mlp.c_fc.weight.nbytes >= kernels.STREAM_BYTES
     assert m.transformer.h[0].attn.c_proj.weight.nbytes < kernels.STREAM_BYTES
-    for expected, got, *_ in steps_both_ways(m, 1, prompt_len=2, steps=4):
+    for expected, got, *_ in steps_both_ways(m, batch, prompt_len=2, steps=4):
         assert torch.equal(got, expected)
 
 
