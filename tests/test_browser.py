@@ -83,11 +83,16 @@ def page(chromium, app_url):
         browser.close()
 
 
+def wait_until_idle(page) -> None:
+    """Until no request's status tracker shows on the page (progress, or an error badge)."""
+    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid=status-tracker]')]
+        .every(t => t.offsetParent === null || t.classList.contains('hide'))""")
+
+
 def shot(page, name: str, tmp_path: Path) -> None:
     page.evaluate("window.scrollTo(0, 0)")
     # Gradio veils an output while its event runs and fades the veil out after; wait for both to end.
-    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid=status-tracker]')]
-        .every(t => t.offsetParent === null || t.classList.contains('hide'))""")
+    wait_until_idle(page)
     page.wait_for_timeout(500)
     save_shot(page, name, tmp_path)
 
@@ -103,8 +108,7 @@ def save_shot(page, name: str, tmp_path: Path) -> None:
 
 def panel_shot(page, selector: str, name: str, tmp_path: Path) -> None:
     """The viewport with the panel at `selector` scrolled to its top, once nothing is running."""
-    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid=status-tracker]')]
-        .every(t => t.offsetParent === null || t.classList.contains('hide'))""")
+    wait_until_idle(page)
     page.locator(selector).evaluate("e => window.scrollTo(0, e.getBoundingClientRect().top + window.scrollY - 90)")
     page.wait_for_timeout(400)
     save_shot(page, name, tmp_path)
@@ -182,6 +186,22 @@ def test_upload_train_watch_stop_compare_sample(page, tmp_path):
         timeout=60_000)
     assert page.locator("#output textarea").input_value().startswith("ROMEO:")
     shot(page, "sample", tmp_path)
+
+    # A prompt the model cannot read is refused in a sentence, and the last text stays in view.
+    text = page.locator("#output textarea").input_value()
+    page.locator("#prompt textarea").fill("\u2603 ROMEO:")
+    page.locator("#generate").click()
+    expect(page.locator(".toast-body").first).to_contain_text("never saw in training", timeout=30_000)
+    assert page.locator("#output textarea").input_value() == text
+    page.locator("#output textarea").scroll_into_view_if_needed()
+    box = page.locator("#output textarea").bounding_box()
+    on_top = page.evaluate("([x, y]) => document.elementFromPoint(x, y).tagName",
+                           [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
+    assert on_top == "TEXTAREA", f"the error covers the last output ({on_top} is on top of it)"
+    # Fixed, it generates again and the badge goes (the error showing, the page is not idle).
+    page.locator("#prompt textarea").fill("ROMEO:")
+    page.locator("#generate").click()
+    wait_until_idle(page)
 
 
 def test_every_insight_panel_and_a_sweep_on_the_run(page, tmp_path):

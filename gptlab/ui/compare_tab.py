@@ -11,7 +11,9 @@ from gptlab.ui.common import Session, user_errors
 
 # Generation requests skip Gradio's own waiting line: gptlab.admission decides at once who runs, who
 # waits (a few, briefly) and who is refused, so a flood of them never fills the queue for everyone.
-GENERATION = dict(concurrency_limit=None)
+# Minimal progress: a refused request ("a character the model never saw") marks its output with
+# Gradio's error badge without covering it, so the last text stays readable beside the message.
+GENERATION = dict(concurrency_limit=None, show_progress="minimal")
 
 
 @dataclass(frozen=True)
