@@ -33,20 +33,21 @@ class RMSNorm(nn.Module):
 
 
 def rotary(positions: torch.Tensor, head_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin (T, hs) of the rotary angles, computed as transformers computes them (float32)."""
+    """cos and signed sin (T, hs) of the rotary angles, computed as transformers computes them
+    (float32); the sin's second half is negated, which `apply_rotary` needs (see there)."""
     inv_freq = 1.0 / (ROPE_THETA ** (torch.arange(0, head_size, 2, dtype=torch.float, device=positions.device)
                                      / head_size))
     freqs = positions[:, None].float() * inv_freq  # (T, hs/2)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
+    return torch.cat((freqs, freqs), dim=-1).cos(), torch.cat((freqs.sin(), -freqs.sin()), dim=-1)
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate each head's (first half, second half) pairs: x (..., T, hs)."""
-    x1, x2 = x.chunk(2, dim=-1)
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each head's (first half, second half) pairs: x (..., T, hs). nanochat (rotating the other
+    way from Llama) computes x * cos + cat(x2, -x1) * sin; a roll by half a head is cat(x2, x1), and
+    the sin's negated half supplies the sign, in fewer ops and to the same bits (negation is exact)."""
     if cos.dtype != x.dtype:  # as transformers does; float32 angles would promote bf16 q, k
-        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return x * cos + torch.cat((x2, -x1), dim=-1) * sin  # nanochat rotates the other way from Llama
+        cos, signed_sin = cos.to(x.dtype), signed_sin.to(x.dtype)
+    return x * cos + x.roll(x.size(-1) // 2, -1) * signed_sin
 
 
 def soft_cap(logits: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from gptlab.config import ModelConfig
-from gptlab.model import GPT, KVCache, rotary
+from gptlab.model import GPT, KVCache, apply_rotary, rotary
 
 
 def tiny(**kw) -> ModelConfig:
@@ -442,3 +442,17 @@ def test_nanochat_rotary_table_made_while_generating_serves_training_and_stays_o
     with torch.no_grad():
         assert torch.equal(model(idx)[0], before)
     assert "_rotary" not in "".join(model.state_dict())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nanochat_rotation_by_roll_equals_the_textbook_rotation_bit_for_bit(dtype):
+    """apply_rotary rolls each head by half and lets the sin table's negated half give the sign; it
+    must compute nanochat's x * cos + cat(x2, -x1) * sin exactly."""
+    hs = 16
+    cos, signed_sin = rotary(torch.arange(10), hs)
+    sin = torch.cat((signed_sin[:, :hs // 2], -signed_sin[:, hs // 2:]), dim=-1)
+    assert torch.equal(sin, torch.cat((signed_sin[:, :hs // 2],) * 2, dim=-1))  # the plain sin, twice
+    x = torch.randn(2, 3, 10, hs, generator=torch.Generator().manual_seed(0)).to(dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    textbook = x * cos.to(dtype) + torch.cat((x2, -x1), dim=-1) * sin.to(dtype)
+    assert torch.equal(apply_rotary(x, cos, signed_sin), textbook)
