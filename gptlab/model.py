@@ -38,7 +38,8 @@ def rotary(positions: torch.Tensor, head_size: int) -> tuple[torch.Tensor, torch
     inv_freq = 1.0 / (ROPE_THETA ** (torch.arange(0, head_size, 2, dtype=torch.float, device=positions.device)
                                      / head_size))
     freqs = positions[:, None].float() * inv_freq  # (T, hs/2)
-    return torch.cat((freqs, freqs), dim=-1).cos(), torch.cat((freqs.sin(), -freqs.sin()), dim=-1)
+    sin = freqs.sin()
+    return torch.cat((freqs, freqs), dim=-1).cos(), torch.cat((sin, -sin), dim=-1)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:

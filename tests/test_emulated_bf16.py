@@ -11,7 +11,8 @@ from gptlab import kernels
 from gptlab.config import ModelConfig
 from gptlab.decode_step import DecodeStep
 from gptlab.generate import generation_copy
-from gptlab.model import GPT, KVCache
+from gptlab.model import KVCache
+from tests.steps import model, steps_both_ways
 
 
 @pytest.fixture
@@ -65,28 +66,14 @@ def test_the_upcast_product_is_the_float32_product_rounded_to_bf16(emulated):
     torch.testing.assert_close(got.double(), expected, rtol=2 ** -8, atol=1e-5)  # one bf16 rounding
 
 
-def model(**settings) -> GPT:
-    torch.manual_seed(0)
-    m = GPT(ModelConfig(vocab_size=50, block_size=24, n_layer=2, n_head=4, n_embd=32, **settings)).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.mul_(8.0)
-    return m
-
-
 @pytest.mark.parametrize("architecture", ["gpt2", "nanochat"])
 @pytest.mark.parametrize("batch", [1, kernels.UPCAST_ROWS + 1])  # the step's rows upcast, or not, as the forward pass's
 def test_the_step_equals_the_forward_pass_where_bf16_is_emulated(emulated, architecture, batch):
     copy = generation_copy(model(architecture=architecture), "bf16")
-    tokens = torch.randint(0, 50, (batch, 14), generator=torch.Generator().manual_seed(1))
-    reference, fast = KVCache(copy.config, batch, dtype=torch.bfloat16), KVCache(copy.config, batch, dtype=torch.bfloat16)
-    step = DecodeStep(copy, fast)
-    with torch.inference_mode():
-        copy(tokens[:, :10], cache=reference)  # 10 rows a sequence: the prompt is upcast
-        copy(tokens[:, :10], cache=fast)
-        for n in range(10, 14):
-            expected = copy(tokens[:, n:n + 1], cache=reference, last_only=True)[0][:, -1].float()
-            assert torch.equal(step(tokens[:, n]), expected)
+    # A 10-token prompt: more rows than UPCAST_ROWS, so the forward pass upcasts it.
+    for expected, got, reference, fast in steps_both_ways(copy, batch, prompt_len=10, steps=4):
+        assert torch.equal(got, expected)
+    assert fast.k.dtype == torch.float32
     assert torch.equal(fast.k[:, :, :, :fast.pos], reference.k[:, :, :, :reference.pos])
 
 
